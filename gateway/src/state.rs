@@ -1,0 +1,253 @@
+//! Shared state: the current [`Runtime`] (swapped atomically on reload), metrics, the upstream
+//! connector and the drain flag.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use arc_swap::ArcSwap;
+use http::{HeaderName, HeaderValue};
+use pingora::connectors::http::Connector;
+use pingora::protocols::ALPN;
+use pingora::upstreams::peer::HttpPeer;
+use sluice_config::{Config, Endpoint, ProviderKind, Timeouts};
+use sluice_policies::keys::KeyStore;
+
+use crate::metrics::Metrics;
+
+/// How long a lookup of a provider's host name may take while building a runtime.
+const RESOLVE_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long an idle pooled upstream connection is kept.
+const POOL_IDLE: Duration = Duration::from_secs(90);
+
+/// Everything one request needs from config, compiled for the hot path. Requests hold an
+/// `Arc<Runtime>` from start to end, so a reload never changes a request mid-flight.
+pub struct Runtime {
+    /// The validated config this was built from.
+    pub config: Arc<Config>,
+    /// Virtual keys by digest.
+    pub keys: KeyStore,
+    /// Client-facing model name → route.
+    pub routes: HashMap<String, Arc<Route>>,
+    /// Configured model names in config order (for `GET /v1/models`).
+    pub model_names: Vec<String>,
+    /// Increases by one on every successful reload.
+    pub generation: u64,
+    /// When this runtime was built (unix seconds; `created` in `GET /v1/models`).
+    pub loaded_unix: u64,
+}
+
+/// Where one client-facing model goes.
+pub struct Route {
+    /// Client-facing name (a metric label).
+    pub model: Arc<str>,
+    /// Name sent upstream.
+    pub upstream_model: Arc<str>,
+    /// The provider deployment.
+    pub deployment: Arc<Deployment>,
+    /// Upstream timeouts for this model.
+    pub timeouts: Timeouts,
+}
+
+/// A provider deployment, ready to call.
+pub struct Deployment {
+    /// Provider name from config (a metric label, `x-sluice-provider`).
+    pub name: Arc<str>,
+    /// Region, when configured.
+    pub region: Option<Arc<str>>,
+    /// How to reach it.
+    pub kind: DeploymentKind,
+}
+
+/// The kinds of deployment this build can call.
+pub enum DeploymentKind {
+    /// OpenAI-compatible HTTP API.
+    OpenAi(Box<OpenAiUpstream>),
+    /// Built-in mock, no network.
+    Mock,
+}
+
+/// A resolved OpenAI-compatible upstream.
+pub struct OpenAiUpstream {
+    /// Peer template (address, TLS, SNI, ALPN); cloned per request to set timeouts. `None`
+    /// when the host name did not resolve: requests then fail with 502.
+    pub peer: Option<HttpPeer>,
+    /// `Host` header value.
+    pub authority: HeaderValue,
+    /// Path prefix, e.g. `/v1`.
+    pub base_path: String,
+    /// `Authorization: Bearer ...` from config.
+    pub authorization: Option<HeaderValue>,
+    /// Extra configured headers.
+    pub headers: Vec<(HeaderName, HeaderValue)>,
+}
+
+impl Runtime {
+    /// Compile a validated config. Resolves provider host names (bounded in time).
+    pub async fn build(config: Config, generation: u64) -> Result<Self, String> {
+        let mut deployments = Vec::with_capacity(config.providers.len());
+        for p in &config.providers {
+            let kind = match &p.kind {
+                ProviderKind::Mock => DeploymentKind::Mock,
+                ProviderKind::OpenAi {
+                    endpoint,
+                    api_key,
+                    headers,
+                } => {
+                    let peer = match resolve(endpoint).await {
+                        Ok(addr) => Some(make_peer(addr, endpoint)),
+                        Err(e) => {
+                            tracing::error!(provider = %p.name, host = %endpoint.host, error = %e,
+                                "could not resolve provider host; its requests will fail with 502");
+                            None
+                        }
+                    };
+                    let authority = HeaderValue::from_str(&endpoint.authority())
+                        .map_err(|_| format!("provider {}: invalid host", p.name))?;
+                    let authorization = match api_key {
+                        Some(k) => {
+                            let mut v = HeaderValue::from_str(&format!("Bearer {}", k.expose()))
+                                .map_err(|_| format!("provider {}: api_key has invalid characters", p.name))?;
+                            v.set_sensitive(true);
+                            Some(v)
+                        }
+                        None => None,
+                    };
+                    let headers = headers
+                        .iter()
+                        .map(|(k, v)| {
+                            Ok((
+                                HeaderName::from_bytes(k.as_bytes())
+                                    .map_err(|_| format!("provider {}: bad header name", p.name))?,
+                                HeaderValue::from_str(v)
+                                    .map_err(|_| format!("provider {}: bad header value", p.name))?,
+                            ))
+                        })
+                        .collect::<Result<Vec<_>, String>>()?;
+                    DeploymentKind::OpenAi(Box::new(OpenAiUpstream {
+                        peer,
+                        authority,
+                        base_path: endpoint.base_path.clone(),
+                        authorization,
+                        headers,
+                    }))
+                }
+            };
+            deployments.push(Arc::new(Deployment {
+                name: Arc::from(p.name.as_str()),
+                region: p.region.as_deref().map(Arc::from),
+                kind,
+            }));
+        }
+        let mut routes = HashMap::with_capacity(config.models.len());
+        for m in &config.models {
+            let deployment = deployments
+                .get(m.target.provider)
+                .cloned()
+                .ok_or_else(|| format!("model {}: provider index out of range", m.name))?;
+            routes.insert(
+                m.name.clone(),
+                Arc::new(Route {
+                    model: Arc::from(m.name.as_str()),
+                    upstream_model: Arc::from(m.target.model.as_str()),
+                    deployment,
+                    timeouts: m.timeouts,
+                }),
+            );
+        }
+        Ok(Self {
+            keys: KeyStore::new(&config.keys),
+            model_names: config.models.iter().map(|m| m.name.clone()).collect(),
+            routes,
+            config: Arc::new(config),
+            generation,
+            loaded_unix: std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_secs())
+                .unwrap_or(0),
+        })
+    }
+}
+
+async fn resolve(endpoint: &Endpoint) -> Result<SocketAddr, String> {
+    let lookup = tokio::net::lookup_host((endpoint.host.as_str(), endpoint.port));
+    let mut addrs = tokio::time::timeout(RESOLVE_TIMEOUT, lookup)
+        .await
+        .map_err(|_| "lookup timed out".to_owned())?
+        .map_err(|e| e.to_string())?;
+    addrs.next().ok_or_else(|| "no addresses".to_owned())
+}
+
+fn make_peer(addr: SocketAddr, endpoint: &Endpoint) -> HttpPeer {
+    let mut peer = HttpPeer::new(addr, endpoint.tls, endpoint.host.clone());
+    peer.options.idle_timeout = Some(POOL_IDLE);
+    if endpoint.tls {
+        // Real providers speak HTTP/2 over TLS; fall back to HTTP/1.1 when they do not.
+        peer.options.alpn = ALPN::H2H1;
+    }
+    peer
+}
+
+/// Process-wide state shared by the API and admin services.
+pub struct Shared {
+    /// The config in force; swapped whole on reload.
+    pub runtime: ArcSwap<Runtime>,
+    /// Metrics registry.
+    pub metrics: Metrics,
+    /// Pooled upstream connections (HTTP/1.1 and HTTP/2).
+    pub connector: Connector,
+    /// Requests being handled now.
+    pub inflight: AtomicI64,
+    /// Set on SIGTERM: readiness fails and connections close after their response.
+    pub draining: AtomicBool,
+    /// The config file, for reloads.
+    pub config_path: Option<PathBuf>,
+    /// Sequence for generations.
+    pub next_generation: AtomicU64,
+}
+
+impl Shared {
+    /// Shared state around a first runtime.
+    pub fn new(runtime: Runtime, metrics: Metrics, config_path: Option<PathBuf>) -> Arc<Self> {
+        let next = runtime.generation + 1;
+        Arc::new(Self {
+            runtime: ArcSwap::from_pointee(runtime),
+            metrics,
+            connector: Connector::new(None),
+            inflight: AtomicI64::new(0),
+            draining: AtomicBool::new(false),
+            config_path,
+            next_generation: AtomicU64::new(next),
+        })
+    }
+
+    /// Count a request in; the guard counts it out when dropped.
+    pub fn enter(self: &Arc<Self>) -> InflightGuard {
+        self.inflight.fetch_add(1, Ordering::AcqRel);
+        self.metrics.inflight.inc();
+        InflightGuard {
+            shared: Arc::clone(self),
+        }
+    }
+
+    /// Whether SIGTERM was received.
+    pub fn is_draining(&self) -> bool {
+        self.draining.load(Ordering::Acquire)
+    }
+}
+
+/// Counts one in-flight request; drop to count it out.
+#[must_use]
+pub struct InflightGuard {
+    shared: Arc<Shared>,
+}
+
+impl Drop for InflightGuard {
+    fn drop(&mut self) {
+        self.shared.inflight.fetch_sub(1, Ordering::AcqRel);
+        self.shared.metrics.inflight.dec();
+    }
+}

@@ -1,0 +1,3 @@
+//! sluice-tests: fake LLM upstream, harness and end-to-end suites.
+
+pub mod fake;
