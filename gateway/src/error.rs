@@ -99,31 +99,86 @@ impl GatewayError {
         };
         match self {
             Self::Policy(p) => match p {
-                PolicyError::MissingKey => s(401, "invalid_request_error", "missing_api_key", "auth_missing"),
-                PolicyError::InvalidKey => s(401, "invalid_request_error", "invalid_api_key", "auth_invalid"),
-                PolicyError::DisabledKey => s(401, "invalid_request_error", "invalid_api_key", "auth_disabled"),
-                PolicyError::ModelNotAllowed { .. } => {
-                    s(403, "permission_error", "model_not_allowed", "model_not_allowed")
+                PolicyError::MissingKey => s(
+                    401,
+                    "invalid_request_error",
+                    "missing_api_key",
+                    "auth_missing",
+                ),
+                PolicyError::InvalidKey => s(
+                    401,
+                    "invalid_request_error",
+                    "invalid_api_key",
+                    "auth_invalid",
+                ),
+                PolicyError::DisabledKey => s(
+                    401,
+                    "invalid_request_error",
+                    "invalid_api_key",
+                    "auth_disabled",
+                ),
+                PolicyError::ModelNotAllowed { .. } => s(
+                    403,
+                    "permission_error",
+                    "model_not_allowed",
+                    "model_not_allowed",
+                ),
+                PolicyError::InvalidJson { .. } => {
+                    s(400, "invalid_request_error", "invalid_json", "bad_request")
                 }
-                PolicyError::InvalidJson { .. } => s(400, "invalid_request_error", "invalid_json", "bad_request"),
-                PolicyError::InvalidField { .. } => s(400, "invalid_request_error", "invalid_value", "bad_request"),
-                PolicyError::MissingField { .. } => {
-                    s(400, "invalid_request_error", "missing_required_parameter", "bad_request")
+                PolicyError::InvalidField { .. } => {
+                    s(400, "invalid_request_error", "invalid_value", "bad_request")
                 }
+                PolicyError::MissingField { .. } => s(
+                    400,
+                    "invalid_request_error",
+                    "missing_required_parameter",
+                    "bad_request",
+                ),
             },
             Self::NotFound { .. } => s(404, "invalid_request_error", "unknown_url", "not_found"),
-            Self::MethodNotAllowed { .. } => {
-                s(405, "invalid_request_error", "method_not_allowed", "method_not_allowed")
+            Self::MethodNotAllowed { .. } => s(
+                405,
+                "invalid_request_error",
+                "method_not_allowed",
+                "method_not_allowed",
+            ),
+            Self::ModelNotFound { .. } => s(
+                404,
+                "invalid_request_error",
+                "model_not_found",
+                "model_not_found",
+            ),
+            Self::BodyTooLarge { .. } => s(
+                413,
+                "invalid_request_error",
+                "request_too_large",
+                "body_too_large",
+            ),
+            Self::UnsupportedEncoding => s(
+                415,
+                "invalid_request_error",
+                "unsupported_content_encoding",
+                "bad_request",
+            ),
+            Self::UpstreamConnect { .. } => s(
+                502,
+                "api_error",
+                "upstream_connect_error",
+                "upstream_connect",
+            ),
+            Self::UpstreamTimeout { .. } => {
+                s(504, "api_error", "upstream_timeout", "upstream_timeout")
             }
-            Self::ModelNotFound { .. } => s(404, "invalid_request_error", "model_not_found", "model_not_found"),
-            Self::BodyTooLarge { .. } => s(413, "invalid_request_error", "request_too_large", "body_too_large"),
-            Self::UnsupportedEncoding => {
-                s(415, "invalid_request_error", "unsupported_content_encoding", "bad_request")
+            Self::UpstreamProtocol { .. } => {
+                s(502, "api_error", "upstream_error", "upstream_protocol")
             }
-            Self::UpstreamConnect { .. } => s(502, "api_error", "upstream_connect_error", "upstream_connect"),
-            Self::UpstreamTimeout { .. } => s(504, "api_error", "upstream_timeout", "upstream_timeout"),
-            Self::UpstreamProtocol { .. } => s(502, "api_error", "upstream_error", "upstream_protocol"),
-            Self::ClientClosed => s(499, "invalid_request_error", "client_closed", "client_closed"),
+            Self::ClientClosed => s(
+                499,
+                "invalid_request_error",
+                "client_closed",
+                "client_closed",
+            ),
             Self::Internal(_) => s(500, "api_error", "internal_error", "internal"),
         }
     }
@@ -131,10 +186,12 @@ impl GatewayError {
     /// OpenAI `error.param`, when one field is at fault.
     pub fn param(&self) -> Option<&str> {
         match self {
-            Self::Policy(PolicyError::InvalidField { param, .. } | PolicyError::MissingField { param }) => {
-                Some(param)
+            Self::Policy(
+                PolicyError::InvalidField { param, .. } | PolicyError::MissingField { param },
+            ) => Some(param),
+            Self::Policy(PolicyError::ModelNotAllowed { .. }) | Self::ModelNotFound { .. } => {
+                Some("model")
             }
-            Self::Policy(PolicyError::ModelNotAllowed { .. }) | Self::ModelNotFound { .. } => Some("model"),
             _ => None,
         }
     }

@@ -86,7 +86,9 @@ pub async fn forward(
 ) -> Result<(), GatewayError> {
     match &route.deployment.kind {
         DeploymentKind::Mock => serve_mock(shared, route, api, &parsed, session, ctx).await,
-        DeploymentKind::OpenAi(up) => call_openai(shared, route, up, api, parsed, session, ctx).await,
+        DeploymentKind::OpenAi(up) => {
+            call_openai(shared, route, up, api, parsed, session, ctx).await
+        }
     }
 }
 
@@ -103,7 +105,8 @@ async fn serve_mock(
     resp.insert_header(header::CONTENT_TYPE, answer.content_type)
         .map_err(internal)?;
     if parsed.stream {
-        resp.insert_header(header::CACHE_CONTROL, "no-cache").map_err(internal)?;
+        resp.insert_header(header::CACHE_CONTROL, "no-cache")
+            .map_err(internal)?;
     } else {
         let len: usize = answer.chunks.iter().map(Bytes::len).sum();
         resp.insert_header(header::CONTENT_LENGTH, len.to_string())
@@ -196,7 +199,11 @@ async fn exchange(
         Ok(Err(_)) => return Err(Exchange::Stale),
         Ok(Ok(())) => {}
     }
-    let phase = if first_byte < total { "first_byte" } else { "total" };
+    let phase = if first_byte < total {
+        "first_byte"
+    } else {
+        "total"
+    };
     tokio::select! {
         r = tokio::time::timeout(first_byte.min(total), up.read_response_header()) => match r {
             Err(_) => Err(Exchange::Timeout(phase)),
@@ -228,8 +235,9 @@ async fn call_openai(
     peer.options.total_connection_timeout = Some(t.connect);
     let deadline = Instant::now() + t.total;
     let body = Bytes::from(parsed.upstream_body(&route.upstream_model));
-    let header = upstream_request_header(session.req_header(), up, api, body.len(), &ctx.request_id)
-        .map_err(internal)?;
+    let header =
+        upstream_request_header(session.req_header(), up, api, body.len(), &ctx.request_id)
+            .map_err(internal)?;
 
     // A pooled connection may have been closed by the provider while idle; that shows up as a
     // failed write or an empty read before any response byte. Retry such a request once on a
@@ -250,7 +258,15 @@ async fn call_openai(
             }
         };
         let t0 = Instant::now();
-        let result = exchange(&mut s, header.clone(), body.clone(), t.first_byte, remaining(deadline), session).await;
+        let result = exchange(
+            &mut s,
+            header.clone(),
+            body.clone(),
+            t.first_byte,
+            remaining(deadline),
+            session,
+        )
+        .await;
         ctx.upstream_wait += t0.elapsed();
         match result {
             Ok(()) => break s,
@@ -290,10 +306,12 @@ async fn call_openai(
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
         .is_some_and(|v| v.trim_start().starts_with("text/event-stream"));
-    let mut resp = ResponseHeader::build(status, Some(up_resp.headers.len() + 4)).map_err(internal)?;
+    let mut resp =
+        ResponseHeader::build(status, Some(up_resp.headers.len() + 4)).map_err(internal)?;
     for (name, value) in up_resp.headers.iter() {
         if relayable(name.as_str()) {
-            resp.append_header(name.clone(), value.clone()).map_err(internal)?;
+            resp.append_header(name.clone(), value.clone())
+                .map_err(internal)?;
         }
     }
     if let Some(id) = up_resp.headers.get("x-request-id") {
@@ -302,7 +320,8 @@ async fn call_openai(
     }
     if is_sse {
         resp.remove_header(&header::CONTENT_LENGTH);
-        resp.insert_header(header::CACHE_CONTROL, "no-cache").map_err(internal)?;
+        resp.insert_header(header::CACHE_CONTROL, "no-cache")
+            .map_err(internal)?;
     }
     respond::write_header(session, ctx, resp, shared.is_draining(), false)
         .await
@@ -323,7 +342,11 @@ async fn call_openai(
         ctx.upstream_wait += t0.elapsed();
         let chunk = match next {
             Err(_) => {
-                let phase = if remaining(deadline).is_zero() { "total" } else { "idle" };
+                let phase = if remaining(deadline).is_zero() {
+                    "total"
+                } else {
+                    "idle"
+                };
                 break Some(GatewayError::UpstreamTimeout {
                     provider: provider(),
                     phase,
@@ -352,9 +375,19 @@ async fn call_openai(
             }
         }
         ctx.mark_first_byte();
-        if session.write_response_body(Some(chunk), false).await.is_err() {
+        if session
+            .write_response_body(Some(chunk), false)
+            .await
+            .is_err()
+        {
             upstream.shutdown().await;
             return Err(GatewayError::ClientClosed);
+        }
+        // Stop watching the client once the answer is complete: with a content-length body
+        // the client may already be sending its next request on this connection, and the
+        // idle probe would swallow it.
+        if upstream.response_done() {
+            break None;
         }
     };
 
@@ -378,7 +411,9 @@ async fn call_openai(
         upstream.shutdown().await;
         if is_sse {
             // Best effort: the client may be gone too.
-            let _ = session.write_response_body(Some(err.sse_event()), false).await;
+            let _ = session
+                .write_response_body(Some(err.sse_event()), false)
+                .await;
         }
         return Err(err);
     }

@@ -35,8 +35,8 @@ pub struct Metrics {
 
 /// Latency buckets from 1 ms to 5 min, for whole requests and upstream calls.
 const LATENCY_BUCKETS: &[f64] = &[
-    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0,
-    300.0,
+    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0,
+    120.0, 300.0,
 ];
 
 /// Overhead buckets from 10 µs to 100 ms: the gateway's own time is small.
@@ -49,17 +49,26 @@ impl Metrics {
     pub fn new() -> Result<Self, prometheus::Error> {
         let registry = Registry::new();
         let requests = IntCounterVec::new(
-            Opts::new("sluice_requests_total", "Requests answered, by endpoint, model, provider and status class."),
+            Opts::new(
+                "sluice_requests_total",
+                "Requests answered, by endpoint, model, provider and status class.",
+            ),
             &["endpoint", "model", "provider", "status_class"],
         )?;
         let request_duration = HistogramVec::new(
-            HistogramOpts::new("sluice_request_duration_seconds", "Whole request time as seen by Sluice.")
-                .buckets(LATENCY_BUCKETS.to_vec()),
+            HistogramOpts::new(
+                "sluice_request_duration_seconds",
+                "Whole request time as seen by Sluice.",
+            )
+            .buckets(LATENCY_BUCKETS.to_vec()),
             &["endpoint"],
         )?;
         let upstream_duration = HistogramVec::new(
-            HistogramOpts::new("sluice_upstream_duration_seconds", "Time spent waiting on the upstream provider.")
-                .buckets(LATENCY_BUCKETS.to_vec()),
+            HistogramOpts::new(
+                "sluice_upstream_duration_seconds",
+                "Time spent waiting on the upstream provider.",
+            )
+            .buckets(LATENCY_BUCKETS.to_vec()),
             &["provider"],
         )?;
         let ttft = HistogramVec::new(
@@ -78,12 +87,18 @@ impl Metrics {
             .buckets(OVERHEAD_BUCKETS.to_vec()),
         )?;
         let tokens = IntCounterVec::new(
-            Opts::new("sluice_tokens_total", "Tokens reported by providers, by model and kind (prompt, completion)."),
+            Opts::new(
+                "sluice_tokens_total",
+                "Tokens reported by providers, by model and kind (prompt, completion).",
+            ),
             &["model", "kind"],
         )?;
         let inflight = IntGauge::new("sluice_inflight_requests", "Requests being handled now.")?;
         let config_reloads = IntCounterVec::new(
-            Opts::new("sluice_config_reloads_total", "Config reloads, by result (success, error)."),
+            Opts::new(
+                "sluice_config_reloads_total",
+                "Config reloads, by result (success, error).",
+            ),
             &["result"],
         )?;
         let errors = IntCounterVec::new(
@@ -91,7 +106,10 @@ impl Metrics {
             &["reason"],
         )?;
         let build_info = IntGaugeVec::new(
-            Opts::new("sluice_build_info", "Always 1; labelled with the running version."),
+            Opts::new(
+                "sluice_build_info",
+                "Always 1; labelled with the running version.",
+            ),
             &["version"],
         )?;
         registry.register(Box::new(requests.clone()))?;
@@ -104,7 +122,9 @@ impl Metrics {
         registry.register(Box::new(config_reloads.clone()))?;
         registry.register(Box::new(errors.clone()))?;
         registry.register(Box::new(build_info.clone()))?;
-        build_info.with_label_values(&[env!("CARGO_PKG_VERSION")]).set(1);
+        build_info
+            .with_label_values(&[env!("CARGO_PKG_VERSION")])
+            .set(1);
         for result in ["success", "error"] {
             config_reloads.with_label_values(&[result]);
         }
@@ -152,7 +172,9 @@ mod tests {
     #[test]
     fn renders_every_family_with_help() {
         let m = Metrics::new().unwrap();
-        m.requests.with_label_values(&["chat_completions", "m", "p", "2xx"]).inc();
+        m.requests
+            .with_label_values(&["chat_completions", "m", "p", "2xx"])
+            .inc();
         m.inflight.set(2);
         let text = String::from_utf8(m.render()).unwrap();
         for name in [

@@ -245,7 +245,12 @@ fn vector(text: &str, dims: usize) -> Vec<f32> {
         seed ^= seed << 17;
         v.push(((seed >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0);
     }
-    let norm = v.iter().map(|x| x * x).sum::<f32>().sqrt().max(f32::EPSILON);
+    let norm = v
+        .iter()
+        .map(|x| x * x)
+        .sum::<f32>()
+        .sqrt()
+        .max(f32::EPSILON);
     v.iter_mut().for_each(|x| *x /= norm);
     v
 }
@@ -260,8 +265,16 @@ fn base64(bytes: &[u8]) -> String {
             | u32::from(*c.get(2).unwrap_or(&0));
         out.push(char::from(B64[(n >> 18) as usize & 63]));
         out.push(char::from(B64[(n >> 12) as usize & 63]));
-        out.push(if c.len() > 1 { char::from(B64[(n >> 6) as usize & 63]) } else { '=' });
-        out.push(if c.len() > 2 { char::from(B64[n as usize & 63]) } else { '=' });
+        out.push(if c.len() > 1 {
+            char::from(B64[(n >> 6) as usize & 63])
+        } else {
+            '='
+        });
+        out.push(if c.len() > 2 {
+            char::from(B64[n as usize & 63])
+        } else {
+            '='
+        });
     }
     out
 }
@@ -323,11 +336,17 @@ mod tests {
 
     #[test]
     fn chat_json_is_deterministic_and_counts_usage() {
-        let req = parse(ApiKind::ChatCompletions, r#"{"model":"mock","messages":[{"role":"user","content":"hello"}]}"#);
+        let req = parse(
+            ApiKind::ChatCompletions,
+            r#"{"model":"mock","messages":[{"role":"user","content":"hello"}]}"#,
+        );
         let a = respond(ApiKind::ChatCompletions, &req, "mock-1", "r1");
         let v: Value = serde_json::from_slice(&a.chunks[0]).unwrap();
         assert_eq!(v["object"], "chat.completion");
-        assert!(v["choices"][0]["message"]["content"].as_str().unwrap().contains("\"hello\""));
+        assert!(v["choices"][0]["message"]["content"]
+            .as_str()
+            .unwrap()
+            .contains("\"hello\""));
         assert_eq!(v["usage"]["completion_tokens"], a.completion_tokens);
         let b = respond(ApiKind::ChatCompletions, &req, "mock-1", "r2");
         let w: Value = serde_json::from_slice(&b.chunks[0]).unwrap();
@@ -357,19 +376,31 @@ mod tests {
         let a = respond(ApiKind::ChatCompletions, &req, "m", "r");
         let v: Value = serde_json::from_slice(&a.chunks[0]).unwrap();
         assert_eq!(v["choices"][0]["finish_reason"], "length");
-        assert_eq!(v["choices"][0]["message"]["content"].as_str().unwrap().len(), 8);
+        assert_eq!(
+            v["choices"][0]["message"]["content"]
+                .as_str()
+                .unwrap()
+                .len(),
+            8
+        );
     }
 
     #[test]
     fn embeddings_float_and_base64() {
-        let req = parse(ApiKind::Embeddings, r#"{"model":"e","input":["a","b"],"dimensions":4}"#);
+        let req = parse(
+            ApiKind::Embeddings,
+            r#"{"model":"e","input":["a","b"],"dimensions":4}"#,
+        );
         let a = respond(ApiKind::Embeddings, &req, "e", "r");
         let v: Value = serde_json::from_slice(&a.chunks[0]).unwrap();
         let e = v["data"][0]["embedding"].as_array().unwrap();
         assert_eq!(e.len(), 4);
         let norm: f64 = e.iter().map(|x| x.as_f64().unwrap().powi(2)).sum();
         assert!((norm - 1.0).abs() < 1e-4);
-        let req = parse(ApiKind::Embeddings, r#"{"model":"e","input":"a","dimensions":4,"encoding_format":"base64"}"#);
+        let req = parse(
+            ApiKind::Embeddings,
+            r#"{"model":"e","input":"a","dimensions":4,"encoding_format":"base64"}"#,
+        );
         let b = respond(ApiKind::Embeddings, &req, "e", "r");
         let v: Value = serde_json::from_slice(&b.chunks[0]).unwrap();
         assert_eq!(v["data"][0]["embedding"].as_str().unwrap().len(), 24);

@@ -29,7 +29,9 @@ pub fn finish(shared: &Shared, session: &Session, ctx: &mut RequestCtx) {
     }
     if let Some(ttft) = ctx.first_byte {
         if ctx.model.is_some() && (200..300).contains(&status) {
-            m.ttft.with_label_values(&[model]).observe(ttft.as_secs_f64());
+            m.ttft
+                .with_label_values(&[model])
+                .observe(ttft.as_secs_f64());
         }
     }
     m.overhead

@@ -48,7 +48,9 @@ pub fn route(method: &str, path: &str) -> Result<Endpoint, GatewayError> {
 pub fn authenticate(rt: &Runtime, session: &Session) -> Result<Principal, GatewayError> {
     let headers = &session.req_header().headers;
     let presented = key_from_headers(
-        headers.get(http::header::AUTHORIZATION).map(|v| v.as_bytes()),
+        headers
+            .get(http::header::AUTHORIZATION)
+            .map(|v| v.as_bytes()),
         headers.get("x-api-key").map(|v| v.as_bytes()),
     );
     Ok(rt.keys.authorize(presented, rt.config.auth.required)?)
@@ -89,7 +91,11 @@ pub async fn read_body(session: &mut Session, limit: usize) -> Result<Bytes, Gat
 }
 
 /// Run the request through the policies and forward it. Errors are answered by the caller.
-pub async fn handle(shared: &Arc<Shared>, session: &mut Session, ctx: &mut RequestCtx) -> Result<(), GatewayError> {
+pub async fn handle(
+    shared: &Arc<Shared>,
+    session: &mut Session,
+    ctx: &mut RequestCtx,
+) -> Result<(), GatewayError> {
     let endpoint = match std::mem::replace(&mut ctx.endpoint, Err(None)) {
         Ok(e) => {
             ctx.endpoint = Ok(e);
@@ -151,7 +157,13 @@ mod tests {
             Endpoint::Api(ApiKind::ChatCompletions)
         );
         assert_eq!(route("GET", "/v1/models").unwrap(), Endpoint::Models);
-        assert_eq!(route("GET", "/v1/chat/completions").unwrap_err().shape().status, 405);
+        assert_eq!(
+            route("GET", "/v1/chat/completions")
+                .unwrap_err()
+                .shape()
+                .status,
+            405
+        );
         assert_eq!(route("POST", "/v1/models").unwrap_err().shape().status, 405);
         assert_eq!(route("POST", "/v2/chat").unwrap_err().shape().status, 404);
         assert_eq!(route("GET", "/").unwrap_err().shape().status, 404);

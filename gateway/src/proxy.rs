@@ -47,7 +47,11 @@ impl ProxyHttp for Gateway {
         RequestCtx::new()
     }
 
-    async fn early_request_filter(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<()> {
+    async fn early_request_filter(
+        &self,
+        session: &mut Session,
+        ctx: &mut RequestCtx,
+    ) -> Result<()> {
         ctx.inflight = Some(self.shared.enter());
         ctx.request_id = request_id(session);
         let req = session.req_header();
@@ -71,7 +75,10 @@ impl ProxyHttp for Gateway {
             // Mid-response failure: abort the connection so the client cannot mistake a cut
             // answer for a complete one (SSE clients already got an error event).
             tracing::warn!(request_id = %ctx.request_id, error = %err, "response failed after it started");
-            return Error::e_explain(ErrorType::HTTPStatus(shape.status), "response failed after it started");
+            return Error::e_explain(
+                ErrorType::HTTPStatus(shape.status),
+                "response failed after it started",
+            );
         }
         if let GatewayError::Internal(detail) = &err {
             tracing::error!(request_id = %ctx.request_id, detail = %detail, "internal error");
@@ -80,12 +87,24 @@ impl ProxyHttp for Gateway {
         Ok(true)
     }
 
-    async fn upstream_peer(&self, _session: &mut Session, _ctx: &mut RequestCtx) -> Result<Box<HttpPeer>> {
+    async fn upstream_peer(
+        &self,
+        _session: &mut Session,
+        _ctx: &mut RequestCtx,
+    ) -> Result<Box<HttpPeer>> {
         // Every request is answered in `request_filter`; reaching here is a bug.
-        Error::e_explain(ErrorType::InternalError, "sluice answers every request in request_filter")
+        Error::e_explain(
+            ErrorType::InternalError,
+            "sluice answers every request in request_filter",
+        )
     }
 
-    async fn fail_to_proxy(&self, _session: &mut Session, _e: &Error, _ctx: &mut RequestCtx) -> FailToProxy {
+    async fn fail_to_proxy(
+        &self,
+        _session: &mut Session,
+        _e: &Error,
+        _ctx: &mut RequestCtx,
+    ) -> FailToProxy {
         // Errors were answered (or the connection is being aborted on purpose): write nothing,
         // and never reuse the connection.
         FailToProxy {

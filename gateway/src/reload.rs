@@ -43,11 +43,19 @@ pub async fn reload(shared: &Shared, trigger: &str) -> Result<u64, String> {
     };
     match &result {
         Ok(generation) => {
-            shared.metrics.config_reloads.with_label_values(&["success"]).inc();
+            shared
+                .metrics
+                .config_reloads
+                .with_label_values(&["success"])
+                .inc();
             tracing::info!(trigger, generation, path = %path.display(), "config reloaded");
         }
         Err(errors) => {
-            shared.metrics.config_reloads.with_label_values(&["error"]).inc();
+            shared
+                .metrics
+                .config_reloads
+                .with_label_values(&["error"])
+                .inc();
             tracing::error!(trigger, path = %path.display(), errors = %errors, "config reload rejected; keeping the running config");
         }
     }

@@ -25,6 +25,15 @@ pub async fn write_header(
     end: bool,
 ) -> pingora::Result<()> {
     add_common_headers(&mut resp, ctx)?;
+    // A body of unknown length goes chunked to HTTP/1.1 clients: close-delimited bodies would
+    // cost the connection and make a cut stream indistinguishable from a complete one.
+    if !end
+        && session.req_header().version == http::Version::HTTP_11
+        && resp.headers.get(http::header::CONTENT_LENGTH).is_none()
+        && resp.headers.get(http::header::TRANSFER_ENCODING).is_none()
+    {
+        resp.insert_header(http::header::TRANSFER_ENCODING, "chunked")?;
+    }
     if draining {
         resp.insert_header("connection", "close")?;
         session.set_keepalive(None);

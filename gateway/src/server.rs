@@ -33,7 +33,10 @@ pub enum StartError {
 }
 
 /// Build shared state for `config` (resolves provider hosts).
-pub fn build_shared(config: Config, config_path: Option<PathBuf>) -> Result<Arc<Shared>, StartError> {
+pub fn build_shared(
+    config: Config,
+    config_path: Option<PathBuf>,
+) -> Result<Arc<Shared>, StartError> {
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()

@@ -44,9 +44,15 @@ impl DrainingShutdown {
         }
         let left = self.shared.inflight.load(Ordering::Acquire);
         if left > 0 {
-            tracing::warn!(inflight = left, "drain timeout reached; stopping with requests in flight");
+            tracing::warn!(
+                inflight = left,
+                "drain timeout reached; stopping with requests in flight"
+            );
         } else {
-            tracing::info!(elapsed_ms = start.elapsed().as_millis() as u64, "drained; stopping");
+            tracing::info!(
+                elapsed_ms = start.elapsed().as_millis() as u64,
+                "drained; stopping"
+            );
         }
     }
 }

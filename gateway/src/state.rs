@@ -110,7 +110,9 @@ impl Runtime {
                     let authorization = match api_key {
                         Some(k) => {
                             let mut v = HeaderValue::from_str(&format!("Bearer {}", k.expose()))
-                                .map_err(|_| format!("provider {}: api_key has invalid characters", p.name))?;
+                                .map_err(|_| {
+                                    format!("provider {}: api_key has invalid characters", p.name)
+                                })?;
                             v.set_sensitive(true);
                             Some(v)
                         }
@@ -122,8 +124,9 @@ impl Runtime {
                             Ok((
                                 HeaderName::from_bytes(k.as_bytes())
                                     .map_err(|_| format!("provider {}: bad header name", p.name))?,
-                                HeaderValue::from_str(v)
-                                    .map_err(|_| format!("provider {}: bad header value", p.name))?,
+                                HeaderValue::from_str(v).map_err(|_| {
+                                    format!("provider {}: bad header value", p.name)
+                                })?,
                             ))
                         })
                         .collect::<Result<Vec<_>, String>>()?;

@@ -13,7 +13,11 @@ pub fn init(logs: &LogsConfig) {
         .with_writer(std::io::stdout);
     // `try_init` fails only when a subscriber is already set (e.g. in tests): keep that one.
     let _ = match logs.format {
-        LogFormat::Json => builder.json().flatten_event(true).with_current_span(false).try_init(),
+        LogFormat::Json => builder
+            .json()
+            .flatten_event(true)
+            .with_current_span(false)
+            .try_init(),
         LogFormat::Text => builder.with_ansi(false).try_init(),
     };
 }

@@ -131,7 +131,11 @@ impl KeyStore {
     /// With `required`, a missing key is [`PolicyError::MissingKey`]. Without it, a missing key
     /// is anonymous, but a key that *is* sent must still be valid (a typo should not silently
     /// run as anonymous with another key's limits later).
-    pub fn authorize(&self, presented: Option<&str>, required: bool) -> Result<Principal, PolicyError> {
+    pub fn authorize(
+        &self,
+        presented: Option<&str>,
+        required: bool,
+    ) -> Result<Principal, PolicyError> {
         match presented {
             Some(raw) => self.authenticate(raw).cloned(),
             None if required => Err(PolicyError::MissingKey),
@@ -142,14 +146,21 @@ impl KeyStore {
 
 /// Extract the raw key from an `Authorization` header value (`Bearer <key>`, scheme
 /// case-insensitive) or an `x-api-key` header value. Empty keys count as absent.
-pub fn key_from_headers<'a>(authorization: Option<&'a [u8]>, x_api_key: Option<&'a [u8]>) -> Option<&'a str> {
+pub fn key_from_headers<'a>(
+    authorization: Option<&'a [u8]>,
+    x_api_key: Option<&'a [u8]>,
+) -> Option<&'a str> {
     let from_bearer = authorization.and_then(|v| {
         let v = std::str::from_utf8(v).ok()?.trim();
         let (scheme, rest) = v.split_once(' ')?;
         scheme.eq_ignore_ascii_case("bearer").then(|| rest.trim())
     });
     from_bearer
-        .or_else(|| x_api_key.and_then(|v| std::str::from_utf8(v).ok()).map(str::trim))
+        .or_else(|| {
+            x_api_key
+                .and_then(|v| std::str::from_utf8(v).ok())
+                .map(str::trim)
+        })
         .filter(|k| !k.is_empty())
 }
 
@@ -199,15 +210,24 @@ mod tests {
         let store = KeyStore::new(&[key("a", "sk-a", None, false)]);
         assert_eq!(store.authorize(None, true), Err(PolicyError::MissingKey));
         assert_eq!(&*store.authorize(None, false).unwrap().key_id, "anonymous");
-        assert_eq!(store.authorize(Some("bad"), false), Err(PolicyError::InvalidKey));
+        assert_eq!(
+            store.authorize(Some("bad"), false),
+            Err(PolicyError::InvalidKey)
+        );
         assert_eq!(&*store.authorize(Some("sk-a"), true).unwrap().key_id, "a");
     }
 
     #[test]
     fn key_extraction_prefers_bearer_and_ignores_empty() {
         assert_eq!(key_from_headers(Some(b"Bearer sk-1"), None), Some("sk-1"));
-        assert_eq!(key_from_headers(Some(b"bearer   sk-1 "), Some(b"x")), Some("sk-1"));
-        assert_eq!(key_from_headers(Some(b"Basic abc"), Some(b"sk-2")), Some("sk-2"));
+        assert_eq!(
+            key_from_headers(Some(b"bearer   sk-1 "), Some(b"x")),
+            Some("sk-1")
+        );
+        assert_eq!(
+            key_from_headers(Some(b"Basic abc"), Some(b"sk-2")),
+            Some("sk-2")
+        );
         assert_eq!(key_from_headers(None, Some(b" sk-3 ")), Some("sk-3"));
         assert_eq!(key_from_headers(Some(b"Bearer "), None), None);
         assert_eq!(key_from_headers(None, None), None);

@@ -64,7 +64,14 @@ impl ParsedRequest {
     }
 }
 
-const CHAT_ROLES: &[&str] = &["system", "developer", "user", "assistant", "tool", "function"];
+const CHAT_ROLES: &[&str] = &[
+    "system",
+    "developer",
+    "user",
+    "assistant",
+    "tool",
+    "function",
+];
 
 /// Parse and validate a request body for `api`.
 pub fn parse_request(api: ApiKind, bytes: &[u8]) -> Result<ParsedRequest, PolicyError> {
@@ -92,7 +99,13 @@ pub fn parse_request(api: ApiKind, bytes: &[u8]) -> Result<ParsedRequest, Policy
         Some(Value::Object(o)) => match o.get("include_usage") {
             None | Some(Value::Null) => false,
             Some(Value::Bool(b)) => *b,
-            Some(other) => return Err(wrong_type("stream_options.include_usage", "a boolean", other)),
+            Some(other) => {
+                return Err(wrong_type(
+                    "stream_options.include_usage",
+                    "a boolean",
+                    other,
+                ))
+            }
         },
         Some(other) => return Err(wrong_type("stream_options", "an object", other)),
     };
@@ -154,7 +167,13 @@ fn validate_chat(body: &Map<String, Value>) -> Result<(), PolicyError> {
                     "must be one of system, developer, user, assistant, tool, function",
                 ));
             }
-            Some(other) => return Err(wrong_type(&format!("messages[{i}].role"), "a string", other)),
+            Some(other) => {
+                return Err(wrong_type(
+                    &format!("messages[{i}].role"),
+                    "a string",
+                    other,
+                ))
+            }
         }
         match m.get("content") {
             None | Some(Value::Null) | Some(Value::String(_)) => {}
@@ -321,9 +340,15 @@ mod tests {
         assert!(matches!(chat("{"), Err(PolicyError::InvalidJson { .. })));
         assert_eq!(param_of(chat("[1]").unwrap_err()), "body");
         assert_eq!(param_of(chat(r#"{"messages":[]}"#).unwrap_err()), "model");
-        assert_eq!(param_of(chat(r#"{"model":3,"messages":[]}"#).unwrap_err()), "model");
+        assert_eq!(
+            param_of(chat(r#"{"model":3,"messages":[]}"#).unwrap_err()),
+            "model"
+        );
         assert_eq!(param_of(chat(r#"{"model":"m"}"#).unwrap_err()), "messages");
-        assert_eq!(param_of(chat(r#"{"model":"m","messages":"hi"}"#).unwrap_err()), "messages");
+        assert_eq!(
+            param_of(chat(r#"{"model":"m","messages":"hi"}"#).unwrap_err()),
+            "messages"
+        );
         assert_eq!(
             param_of(chat(r#"{"model":"m","messages":[{"content":"x"}]}"#).unwrap_err()),
             "messages[0].role"
@@ -354,15 +379,28 @@ mod tests {
     fn completions_and_embeddings_inputs() {
         let p = |api, b: &str| parse_request(api, b.as_bytes());
         assert!(p(ApiKind::Completions, r#"{"model":"m","prompt":"hi"}"#).is_ok());
-        assert!(p(ApiKind::Completions, r#"{"model":"m","prompt":[[1,2],[3]]}"#).is_ok());
-        assert_eq!(param_of(p(ApiKind::Completions, r#"{"model":"m"}"#).unwrap_err()), "prompt");
+        assert!(p(
+            ApiKind::Completions,
+            r#"{"model":"m","prompt":[[1,2],[3]]}"#
+        )
+        .is_ok());
+        assert_eq!(
+            param_of(p(ApiKind::Completions, r#"{"model":"m"}"#).unwrap_err()),
+            "prompt"
+        );
         assert!(p(ApiKind::Embeddings, r#"{"model":"m","input":["a","b"]}"#).is_ok());
         assert_eq!(
             param_of(p(ApiKind::Embeddings, r#"{"model":"m","input":[{}]}"#).unwrap_err()),
             "input"
         );
         assert_eq!(
-            param_of(p(ApiKind::Embeddings, r#"{"model":"m","input":"a","stream":true}"#).unwrap_err()),
+            param_of(
+                p(
+                    ApiKind::Embeddings,
+                    r#"{"model":"m","input":"a","stream":true}"#
+                )
+                .unwrap_err()
+            ),
             "stream"
         );
     }
@@ -373,7 +411,10 @@ mod tests {
             br#"{"id":"x","usage":{"prompt_tokens":3,"completion_tokens":4,"total_tokens":7}}"#,
         )
         .unwrap();
-        assert_eq!((u.prompt_tokens, u.completion_tokens, u.total_tokens), (3, 4, 7));
+        assert_eq!(
+            (u.prompt_tokens, u.completion_tokens, u.total_tokens),
+            (3, 4, 7)
+        );
         assert_eq!(usage_from_json(br#"{"usage":null}"#), None);
         assert_eq!(usage_from_json(br#"{"id":"x"}"#), None);
         // embeddings report only prompt and total

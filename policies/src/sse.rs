@@ -152,7 +152,9 @@ mod tests {
 
     #[test]
     fn truncated_stream_is_not_complete() {
-        let cut = &STREAM[..STREAM.find("data: {\"id\":\"1\",\"choices\":[{\"index\":0,\"delta\":{},").unwrap()];
+        let cut = &STREAM[..STREAM
+            .find("data: {\"id\":\"1\",\"choices\":[{\"index\":0,\"delta\":{},")
+            .unwrap()];
         let mut o = SseObserver::new();
         o.feed(cut.as_bytes());
         assert!(!o.complete());
