@@ -128,18 +128,24 @@ impl KeyStore {
 
     /// Authenticate the key presented in a request (if any) under the auth policy.
     ///
-    /// With `required`, a missing key is [`PolicyError::MissingKey`]. Without it, a missing key
-    /// is anonymous, but a key that *is* sent must still be valid (a typo should not silently
-    /// run as anonymous with another key's limits later).
+    /// With `required`, a missing or unknown key is refused. Without it (keyless gateways, e.g.
+    /// the quickstart), a configured key still authenticates as itself — its allow-list applies
+    /// and a disabled key is refused — while a missing or unknown key runs as anonymous, because
+    /// SDKs always send some key.
     pub fn authorize(
         &self,
         presented: Option<&str>,
         required: bool,
     ) -> Result<Principal, PolicyError> {
-        match presented {
-            Some(raw) => self.authenticate(raw).cloned(),
-            None if required => Err(PolicyError::MissingKey),
-            None => Ok(Principal::anonymous()),
+        match (presented, required) {
+            (Some(raw), true) => self.authenticate(raw).cloned(),
+            (Some(raw), false) => match self.authenticate(raw) {
+                Ok(p) => Ok(p.clone()),
+                Err(PolicyError::InvalidKey) => Ok(Principal::anonymous()),
+                Err(e) => Err(e),
+            },
+            (None, true) => Err(PolicyError::MissingKey),
+            (None, false) => Ok(Principal::anonymous()),
         }
     }
 }
@@ -211,9 +217,17 @@ mod tests {
         assert_eq!(store.authorize(None, true), Err(PolicyError::MissingKey));
         assert_eq!(&*store.authorize(None, false).unwrap().key_id, "anonymous");
         assert_eq!(
-            store.authorize(Some("bad"), false),
+            store.authorize(Some("bad"), true),
             Err(PolicyError::InvalidKey)
         );
+        assert_eq!(
+            &*store
+                .authorize(Some("sdk-placeholder"), false)
+                .unwrap()
+                .key_id,
+            "anonymous"
+        );
+        assert_eq!(&*store.authorize(Some("sk-a"), false).unwrap().key_id, "a");
         assert_eq!(&*store.authorize(Some("sk-a"), true).unwrap().key_id, "a");
     }
 
