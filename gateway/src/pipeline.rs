@@ -74,6 +74,17 @@ pub async fn read_body(session: &mut Session, limit: usize) -> Result<Bytes, Gat
         session.set_keepalive(None);
         return Err(GatewayError::BodyTooLarge { limit });
     }
+    let expects_continue = headers
+        .get(http::header::EXPECT)
+        .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"100-continue"));
+    if expects_continue {
+        // curl and others wait (1 s by default) for this before sending a large body.
+        session
+            .downstream_session
+            .write_continue_response()
+            .await
+            .map_err(|_| GatewayError::ClientClosed)?;
+    }
     let mut buf = BytesMut::with_capacity(declared.unwrap_or(8 * 1024).min(limit));
     loop {
         let chunk = session.read_request_body().await.map_err(|e| {

@@ -778,3 +778,36 @@ fn body_without_key_a(fake: &FakeLlm) -> String {
     assert!(full.contains(&line));
     full.replace(&line, "")
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn expect_100_continue_is_answered_before_the_body() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let (_fake, s) = setup().await;
+    let body = chat("gpt-test", &"y".repeat(4000)).to_string();
+    let mut tcp = tokio::net::TcpStream::connect(s.addr).await.unwrap();
+    let head = format!(
+        "POST /v1/chat/completions HTTP/1.1\r\nhost: x\r\nauthorization: Bearer {KEY_A}\r\ncontent-type: application/json\r\ncontent-length: {}\r\nexpect: 100-continue\r\n\r\n",
+        body.len()
+    );
+    tcp.write_all(head.as_bytes()).await.unwrap();
+    let mut buf = [0u8; 64];
+    let n = tokio::time::timeout(Duration::from_millis(500), tcp.read(&mut buf))
+        .await
+        .expect("no 100 Continue within 500 ms")
+        .unwrap();
+    assert!(std::str::from_utf8(&buf[..n])
+        .unwrap()
+        .starts_with("HTTP/1.1 100"));
+    tcp.write_all(body.as_bytes()).await.unwrap();
+    let mut resp = Vec::new();
+    let mut chunk = [0u8; 8192];
+    while !String::from_utf8_lossy(&resp).contains("echo: yyy") {
+        let n = tokio::time::timeout(Duration::from_secs(2), tcp.read(&mut chunk))
+            .await
+            .unwrap()
+            .unwrap();
+        assert!(n > 0, "connection closed early");
+        resp.extend_from_slice(&chunk[..n]);
+    }
+    assert!(String::from_utf8_lossy(&resp).starts_with("HTTP/1.1 200"));
+}
