@@ -30,6 +30,8 @@ pub(crate) struct RawConfig {
     #[serde(default)]
     pub keys: Vec<RawKey>,
     #[serde(default)]
+    pub teams: Vec<RawTeam>,
+    #[serde(default)]
     pub logs: RawLogs,
 }
 
@@ -120,6 +122,51 @@ pub(crate) struct RawModel {
     pub targets: Vec<RawTarget>,
     #[serde(default)]
     pub timeouts: RawTimeouts,
+    pub price: Option<RawPrice>,
+    #[serde(default)]
+    pub limits: RawRateLimits,
+    pub max_output_tokens: Option<u64>,
+    pub tokenizer: Option<String>,
+}
+
+/// `models[].price` (USD per million tokens).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawPrice {
+    pub input_per_mtok: f64,
+    pub output_per_mtok: f64,
+    pub cached_input_per_mtok: Option<f64>,
+}
+
+/// Rate limits of a key, team, model or key-on-model.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawRateLimits {
+    pub rpm: Option<u64>,
+    pub tpm: Option<u64>,
+    pub max_concurrent: Option<u64>,
+}
+
+/// `teams[]`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawTeam {
+    pub name: String,
+    pub rpm: Option<u64>,
+    pub tpm: Option<u64>,
+    pub max_concurrent: Option<u64>,
+    pub budget_usd_per_day: Option<f64>,
+    pub budget_usd_per_month: Option<f64>,
+}
+
+/// `keys[].on_exceed`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub(crate) enum RawOnExceed {
+    /// `clamp`
+    Clamp,
+    /// `reject`
+    Reject,
 }
 
 /// `models[].targets[]`.
@@ -164,6 +211,16 @@ pub(crate) struct RawKey {
     pub models: Option<Vec<String>>,
     #[serde(default = "default_key_disabled")]
     pub disabled: bool,
+    pub team: Option<String>,
+    pub rpm: Option<u64>,
+    pub tpm: Option<u64>,
+    pub max_concurrent: Option<u64>,
+    pub budget_usd_per_day: Option<f64>,
+    pub budget_usd_per_month: Option<f64>,
+    pub max_tokens: Option<u64>,
+    pub on_exceed: Option<RawOnExceed>,
+    #[serde(default)]
+    pub model_limits: BTreeMap<String, RawRateLimits>,
 }
 
 /// `logs:`.

@@ -24,6 +24,8 @@ pub struct Config {
     pub models: Vec<Model>,
     /// Virtual keys, in config order.
     pub keys: Vec<VirtualKey>,
+    /// Teams (groups of keys sharing limits and budgets), in config order.
+    pub teams: Vec<Team>,
     /// Process log output.
     pub logs: LogsConfig,
 }
@@ -137,6 +139,67 @@ pub struct Model {
     pub target: Target,
     /// Upstream timeouts.
     pub timeouts: Timeouts,
+    /// Prices, for cost and budgets (`models[].price`); `None` = free.
+    pub price: Option<Price>,
+    /// Limits for all keys together on this model (`models[].limits`).
+    pub limits: RateLimits,
+    /// The model's completion cap (`models[].max_output_tokens`): reserved when a request sets
+    /// no `max_tokens`, and the upper bound of clamping.
+    pub max_output_tokens: Option<u64>,
+    /// Tokenizer override (`models[].tokenizer`: `cl100k_base`, `o200k_base` or `approx`).
+    pub tokenizer: Option<String>,
+}
+
+/// USD per million tokens.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Price {
+    /// Prompt tokens.
+    pub input_per_mtok: f64,
+    /// Completion tokens.
+    pub output_per_mtok: f64,
+    /// Cached prompt tokens (defaults to the input price when unset).
+    pub cached_input_per_mtok: Option<f64>,
+}
+
+/// Requests/min, tokens/min and requests in flight; `None` = unlimited.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct RateLimits {
+    /// Requests per minute.
+    pub rpm: Option<u64>,
+    /// Prompt + completion tokens per minute.
+    pub tpm: Option<u64>,
+    /// Requests in flight.
+    pub max_concurrent: Option<u64>,
+}
+
+/// Spending limits in micro-USD (1e-6 USD); `None` = unlimited.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Budgets {
+    /// Per UTC day.
+    pub per_day_micros: Option<u64>,
+    /// Per UTC calendar month.
+    pub per_month_micros: Option<u64>,
+}
+
+/// One team (`teams[]`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Team {
+    /// Name keys refer to (`keys[].team`).
+    pub name: String,
+    /// Limits shared by all its keys.
+    pub limits: RateLimits,
+    /// Budgets shared by all its keys.
+    pub budgets: Budgets,
+}
+
+/// What to do with a `max_tokens` above what is allowed (`keys[].on_exceed`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum OnExceed {
+    /// Lower it (and say so in `x-sluice-max-tokens-clamped`). The default.
+    #[default]
+    Clamp,
+    /// Refuse the request with 400.
+    Reject,
 }
 
 /// A deployment + upstream model name (`models[].targets[]`).
@@ -172,6 +235,18 @@ pub struct VirtualKey {
     pub models: Option<Vec<String>>,
     /// A disabled key is rejected with 401 (`keys[].disabled`, default false).
     pub disabled: bool,
+    /// Team (`keys[].team`), a `teams[].name`.
+    pub team: Option<String>,
+    /// Limits of this key (`keys[].rpm`, `tpm`, `max_concurrent`).
+    pub limits: RateLimits,
+    /// Budgets of this key (`keys[].budget_usd_per_day`, `budget_usd_per_month`).
+    pub budgets: Budgets,
+    /// Largest completion this key may ask for (`keys[].max_tokens`).
+    pub max_tokens: Option<u64>,
+    /// Clamp or reject an oversized or missing `max_tokens` (`keys[].on_exceed`).
+    pub on_exceed: OnExceed,
+    /// Limits of this key on one model (`keys[].model_limits.<model>`).
+    pub model_limits: BTreeMap<String, RateLimits>,
 }
 
 /// `logs:` section (process logs; one line per request).

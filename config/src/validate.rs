@@ -12,12 +12,12 @@ use url::{Host, Url};
 
 use crate::error::{ConfigError, ConfigErrors};
 use crate::raw::{
-    RawConfig, RawKey, RawLogFormat, RawLogs, RawModel, RawProvider, RawProviderKind, RawServer,
-    RawState, RawTimeouts, MAX_THREADS,
+    RawConfig, RawKey, RawLogFormat, RawLogs, RawModel, RawOnExceed, RawPrice, RawProvider,
+    RawProviderKind, RawRateLimits, RawServer, RawState, RawTeam, RawTimeouts, MAX_THREADS,
 };
 use crate::runtime::{
-    AuthConfig, Config, Endpoint, LogFormat, LogsConfig, Model, Provider, ProviderKind,
-    ServerConfig, StateConfig, Target, Timeouts, VirtualKey,
+    AuthConfig, Budgets, Config, Endpoint, LogFormat, LogsConfig, Model, OnExceed, Price, Provider,
+    ProviderKind, RateLimits, ServerConfig, StateConfig, Target, Team, Timeouts, VirtualKey,
 };
 use crate::Secret;
 
@@ -40,26 +40,35 @@ pub(crate) fn validate(raw: RawConfig) -> Result<Config, ConfigErrors> {
     let provider_index = first_index(raw.providers.iter().map(|p| p.name.as_str()));
     let model_names: HashSet<String> = raw.models.iter().map(|m| m.name.clone()).collect();
 
+    let team_names: HashSet<String> = raw.teams.iter().map(|t| t.name.clone()).collect();
     let providers = v.providers(raw.providers);
     let models = v.models(raw.models, &provider_index);
-    let keys = v.keys(raw.keys, &model_names);
+    let teams = v.teams(raw.teams);
+    let keys = v.keys(raw.keys, &model_names, &team_names);
     let logs = v.logs(raw.logs);
 
     if !v.errors.is_empty() {
         return Err(ConfigErrors(v.errors));
     }
-    match (server, state, providers, models, keys, logs) {
-        (Some(server), Some(state), Some(providers), Some(models), Some(keys), Some(logs)) => {
-            Ok(Config {
-                server,
-                auth,
-                state,
-                providers,
-                models,
-                keys,
-                logs,
-            })
-        }
+    match (server, state, providers, models, keys, teams, logs) {
+        (
+            Some(server),
+            Some(state),
+            Some(providers),
+            Some(models),
+            Some(keys),
+            Some(teams),
+            Some(logs),
+        ) => Ok(Config {
+            server,
+            auth,
+            state,
+            providers,
+            models,
+            keys,
+            teams,
+            logs,
+        }),
         // Every `None` above comes with a recorded error; this is a safety net.
         _ => Err(ConfigErrors(vec![ConfigError::invalid(
             "",
@@ -363,12 +372,124 @@ impl Validator {
             }
         };
         let timeouts = self.timeouts(&format!("{path}.timeouts"), &raw.timeouts);
+        let price = match raw.price {
+            None => Some(None),
+            Some(p) => self.price(&format!("{path}.price"), p).map(Some),
+        };
+        let limits = self.rate_limits(&format!("{path}.limits"), &raw.limits);
+        let max_output_tokens = self.check(
+            format!("{path}.max_output_tokens"),
+            positive_opt(raw.max_output_tokens),
+        );
+        let tokenizer = self.check(
+            format!("{path}.tokenizer"),
+            match raw.tokenizer.as_deref() {
+                None => Ok(None),
+                Some(t @ ("cl100k_base" | "o200k_base" | "approx")) => Ok(Some(t.to_owned())),
+                Some(other) => Err(format!(
+                    "unknown tokenizer `{other}`; use cl100k_base, o200k_base or approx"
+                )),
+            },
+        );
         let (provider, model) = target?;
         Some(Model {
             name: name?,
             target: Target { provider, model },
             timeouts: timeouts?,
+            price: price?,
+            limits: limits?,
+            max_output_tokens: max_output_tokens?,
+            tokenizer: tokenizer?,
         })
+    }
+
+    fn price(&mut self, path: &str, raw: RawPrice) -> Option<Price> {
+        let mut ok = true;
+        for (field, value) in [
+            ("input_per_mtok", Some(raw.input_per_mtok)),
+            ("output_per_mtok", Some(raw.output_per_mtok)),
+            ("cached_input_per_mtok", raw.cached_input_per_mtok),
+        ] {
+            if let Some(v) = value {
+                if !v.is_finite() || v < 0.0 {
+                    self.error(format!("{path}.{field}"), "must be a non-negative number");
+                    ok = false;
+                }
+            }
+        }
+        Some(Price {
+            input_per_mtok: raw.input_per_mtok,
+            output_per_mtok: raw.output_per_mtok,
+            cached_input_per_mtok: raw.cached_input_per_mtok,
+        })
+        .filter(|_| ok)
+    }
+
+    fn rate_limits(&mut self, path: &str, raw: &RawRateLimits) -> Option<RateLimits> {
+        self.limits3(path, raw.rpm, raw.tpm, raw.max_concurrent)
+    }
+
+    fn limits3(
+        &mut self,
+        path: &str,
+        rpm: Option<u64>,
+        tpm: Option<u64>,
+        max_concurrent: Option<u64>,
+    ) -> Option<RateLimits> {
+        let sep = if path.is_empty() { "" } else { "." };
+        let rpm = self.check(format!("{path}{sep}rpm"), positive_opt(rpm));
+        let tpm = self.check(format!("{path}{sep}tpm"), positive_opt(tpm));
+        let max_concurrent = self.check(
+            format!("{path}{sep}max_concurrent"),
+            positive_opt(max_concurrent),
+        );
+        Some(RateLimits {
+            rpm: rpm?,
+            tpm: tpm?,
+            max_concurrent: max_concurrent?,
+        })
+    }
+
+    fn budgets(&mut self, path: &str, day: Option<f64>, month: Option<f64>) -> Option<Budgets> {
+        let day = self.check(format!("{path}.budget_usd_per_day"), usd_micros(day));
+        let month = self.check(format!("{path}.budget_usd_per_month"), usd_micros(month));
+        Some(Budgets {
+            per_day_micros: day?,
+            per_month_micros: month?,
+        })
+    }
+
+    fn teams(&mut self, raw: Vec<RawTeam>) -> Option<Vec<Team>> {
+        let mut seen: HashMap<String, usize> = HashMap::new();
+        let mut out = Vec::with_capacity(raw.len());
+        let mut ok = true;
+        for (i, team) in raw.into_iter().enumerate() {
+            let path = format!("teams[{i}]");
+            if let Some(first) = seen.get(&team.name) {
+                self.error(
+                    format!("{path}.name"),
+                    format!(
+                        "duplicate team `{}` (already used by teams[{first}])",
+                        team.name
+                    ),
+                );
+                ok = false;
+            } else {
+                seen.insert(team.name.clone(), i);
+            }
+            let name = self.check(format!("{path}.name"), key_id(&team.name));
+            let limits = self.limits3(&path, team.rpm, team.tpm, team.max_concurrent);
+            let budgets = self.budgets(&path, team.budget_usd_per_day, team.budget_usd_per_month);
+            match (name, limits, budgets) {
+                (Some(name), Some(limits), Some(budgets)) => out.push(Team {
+                    name,
+                    limits,
+                    budgets,
+                }),
+                _ => ok = false,
+            }
+        }
+        Some(out).filter(|_| ok)
     }
 
     fn timeouts(&mut self, path: &str, raw: &RawTimeouts) -> Option<Timeouts> {
@@ -409,7 +530,12 @@ impl Validator {
         Some(timeouts).filter(|_| ok)
     }
 
-    fn keys(&mut self, raw: Vec<RawKey>, models: &HashSet<String>) -> Option<Vec<VirtualKey>> {
+    fn keys(
+        &mut self,
+        raw: Vec<RawKey>,
+        models: &HashSet<String>,
+        teams: &HashSet<String>,
+    ) -> Option<Vec<VirtualKey>> {
         let mut ids: HashMap<String, usize> = HashMap::new();
         let mut digests: HashMap<[u8; 32], usize> = HashMap::new();
         let mut out = Vec::with_capacity(raw.len());
@@ -455,13 +581,50 @@ impl Validator {
                 }
             }
 
-            match (id, digest) {
-                (Some(id), Some(digest)) => out.push(VirtualKey {
-                    id,
-                    digest,
-                    models: key.models,
-                    disabled: key.disabled,
-                }),
+            if let Some(team) = &key.team {
+                if !teams.contains(team) {
+                    self.error(
+                        format!("{path}.team"),
+                        format!("unknown team `{team}` (define it under `teams:`)"),
+                    );
+                    ok = false;
+                }
+            }
+            let limits = self.limits3(&path, key.rpm, key.tpm, key.max_concurrent);
+            let budgets = self.budgets(&path, key.budget_usd_per_day, key.budget_usd_per_month);
+            let max_tokens = self.check(format!("{path}.max_tokens"), positive_opt(key.max_tokens));
+            let mut model_limits = BTreeMap::new();
+            for (model, raw_limits) in &key.model_limits {
+                let here = format!("{path}.model_limits.{model}");
+                if !models.contains(model) {
+                    self.error(here.clone(), format!("unknown model `{model}`"));
+                    ok = false;
+                }
+                match self.rate_limits(&here, raw_limits) {
+                    Some(l) => {
+                        model_limits.insert(model.clone(), l);
+                    }
+                    None => ok = false,
+                }
+            }
+
+            match (id, digest, limits, budgets, max_tokens) {
+                (Some(id), Some(digest), Some(limits), Some(budgets), Some(max_tokens)) => out
+                    .push(VirtualKey {
+                        id,
+                        digest,
+                        models: key.models,
+                        disabled: key.disabled,
+                        team: key.team,
+                        limits,
+                        budgets,
+                        max_tokens,
+                        on_exceed: match key.on_exceed {
+                            None | Some(RawOnExceed::Clamp) => OnExceed::Clamp,
+                            Some(RawOnExceed::Reject) => OnExceed::Reject,
+                        },
+                        model_limits,
+                    }),
                 _ => ok = false,
             }
         }
@@ -477,6 +640,23 @@ impl Validator {
             },
             level,
         })
+    }
+}
+
+/// `None` or a value ≥ 1.
+fn positive_opt(value: Option<u64>) -> Result<Option<u64>, String> {
+    match value {
+        Some(0) => Err("must be at least 1 (omit it for no limit)".into()),
+        v => Ok(v),
+    }
+}
+
+/// USD → micro-USD; `None` stays `None`.
+fn usd_micros(value: Option<f64>) -> Result<Option<u64>, String> {
+    match value {
+        None => Ok(None),
+        Some(v) if v.is_finite() && v > 0.0 && v < 1e12 => Ok(Some((v * 1e6).round() as u64)),
+        Some(_) => Err("must be a positive amount in USD (omit it for no budget)".into()),
     }
 }
 

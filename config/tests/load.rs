@@ -891,3 +891,86 @@ fn interpolation_cannot_inject_keys() {
         "{errors:?}"
     );
 }
+
+const LIMITS_CONFIG: &str = r#"
+server: { listen: "127.0.0.1:8080", admin_listen: "127.0.0.1:9090" }
+providers: [ { name: demo, kind: mock } ]
+models:
+  - name: m
+    targets: [ { provider: demo, model: mock-1 } ]
+    price: { input_per_mtok: 0.15, output_per_mtok: 0.6, cached_input_per_mtok: 0.075 }
+    limits: { rpm: 10000, tpm: 2000000, max_concurrent: 50 }
+    max_output_tokens: 16384
+    tokenizer: o200k_base
+teams:
+  - { name: research, tpm: 500000, budget_usd_per_month: 1000 }
+keys:
+  - id: team-a
+    key_sha256: "1c590839af894cf25f9a5fe06929af05b377f60efbe55508ef93d251887b9213"
+    team: research
+    rpm: 600
+    tpm: 200000
+    max_concurrent: 4
+    budget_usd_per_day: 50
+    max_tokens: 4096
+    on_exceed: reject
+    model_limits: { m: { tpm: 1000 } }
+"#;
+
+#[test]
+fn limits_budgets_teams_and_prices_load() {
+    let c = load_ok(LIMITS_CONFIG);
+    let m = &c.models[0];
+    assert_eq!(m.limits.rpm, Some(10_000));
+    assert_eq!(m.limits.max_concurrent, Some(50));
+    assert_eq!(m.max_output_tokens, Some(16_384));
+    assert_eq!(m.tokenizer.as_deref(), Some("o200k_base"));
+    let price = m.price.unwrap();
+    assert_eq!(price.cached_input_per_mtok, Some(0.075));
+    let t = &c.teams[0];
+    assert_eq!(t.limits.tpm, Some(500_000));
+    assert_eq!(t.budgets.per_month_micros, Some(1_000_000_000));
+    let k = &c.keys[0];
+    assert_eq!(k.team.as_deref(), Some("research"));
+    assert_eq!(
+        (k.limits.rpm, k.limits.tpm, k.limits.max_concurrent),
+        (Some(600), Some(200_000), Some(4))
+    );
+    assert_eq!(k.budgets.per_day_micros, Some(50_000_000));
+    assert_eq!(k.max_tokens, Some(4096));
+    assert_eq!(k.on_exceed, sluice_config::OnExceed::Reject);
+    assert_eq!(k.model_limits["m"].tpm, Some(1000));
+}
+
+#[test]
+fn limit_errors_are_all_reported() {
+    let bad = LIMITS_CONFIG
+        .replace("team: research", "team: reserach")
+        .replace("rpm: 600", "rpm: 0")
+        .replace("budget_usd_per_day: 50", "budget_usd_per_day: -5")
+        .replace(
+            "model_limits: { m: { tpm: 1000 } }",
+            "model_limits: { nope: { tpm: 1000 } }",
+        )
+        .replace("tokenizer: o200k_base", "tokenizer: gpt2")
+        .replace("output_per_mtok: 0.6", "output_per_mtok: -1");
+    let errors = invalid(&load_err(&bad));
+    let paths: Vec<&str> = errors.iter().map(|(p, _)| p.as_str()).collect();
+    for expected in [
+        "keys[0].team",
+        "keys[0].rpm",
+        "keys[0].budget_usd_per_day",
+        "keys[0].model_limits.nope",
+        "models[0].tokenizer",
+        "models[0].price.output_per_mtok",
+    ] {
+        assert!(
+            paths.contains(&expected),
+            "missing {expected} in {errors:?}"
+        );
+    }
+    // A typo inside a limits block names the field.
+    let (path, _, _) =
+        parse_error(&LIMITS_CONFIG.replace("max_concurrent: 50", "max_concurent: 50"));
+    assert_eq!(path, "models[0].limits.max_concurent");
+}

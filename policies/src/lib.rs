@@ -8,6 +8,7 @@
 
 pub mod error;
 pub mod keys;
+pub mod limits;
 pub mod openai;
 pub mod sse;
 
