@@ -41,6 +41,54 @@ impl Admin {
     }
 }
 
+impl Admin {
+    /// `GET /admin/usage?key=ID&day=YYYY-MM-DD` (both optional; day defaults to today, UTC).
+    fn usage(&self, query: &str) -> Response<Vec<u8>> {
+        let mut key = None;
+        let mut day = None;
+        for pair in query.split('&').filter(|p| !p.is_empty()) {
+            let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+            match k {
+                "key" => key = Some(v.to_owned()),
+                "day" => match crate::ledger::parse_day(v) {
+                    Some(d) => day = Some((d, v.to_owned())),
+                    None => {
+                        return reply(
+                            StatusCode::BAD_REQUEST,
+                            "application/json",
+                            br#"{"error":"day must be YYYY-MM-DD"}"#.to_vec(),
+                        )
+                    }
+                },
+                _ => {}
+            }
+        }
+        let today = sluice_policies::limits::day_of(sluice_policies::limits::now_micros());
+        let (day, label) = day.unwrap_or((today, String::new()));
+        let rows = self.shared.ledger.query(key.as_deref(), day);
+        let keys: serde_json::Map<String, serde_json::Value> = rows
+            .into_iter()
+            .map(|(k, u)| {
+                (
+                    k,
+                    json!({
+                        "requests": u.requests,
+                        "prompt_tokens": u.prompt_tokens,
+                        "completion_tokens": u.completion_tokens,
+                        "cost_usd": u.cost_micros as f64 / 1e6,
+                    }),
+                )
+            })
+            .collect();
+        let body = json!({"day_number": day, "day": label, "keys": keys});
+        reply(
+            StatusCode::OK,
+            "application/json",
+            body.to_string().into_bytes(),
+        )
+    }
+}
+
 fn reply(status: StatusCode, content_type: &str, body: Vec<u8>) -> Response<Vec<u8>> {
     let mut resp = Response::new(body);
     *resp.status_mut() = status;
@@ -75,6 +123,7 @@ impl ServeHttp for Admin {
                 let (status, body) = self.readiness();
                 reply(status, "application/json", body)
             }
+            "/admin/usage" => self.usage(req.uri.query().unwrap_or("")),
             _ => reply(StatusCode::NOT_FOUND, "text/plain", b"not found\n".to_vec()),
         }
     }

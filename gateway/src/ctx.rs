@@ -3,10 +3,12 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use sluice_policies::limits::RateHeaders;
 use sluice_policies::openai::{ApiKind, Usage};
 
+use crate::admission::Reservation;
 use crate::error::GatewayError;
-use crate::state::{InflightGuard, Runtime};
+use crate::state::{InflightGuard, Route, Runtime};
 
 /// What a request asked for, decided in `early_request_filter`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -57,6 +59,20 @@ pub struct RequestCtx {
     pub usage: Option<Usage>,
     /// Counts the request as in flight until dropped.
     pub inflight: Option<InflightGuard>,
+    /// The resolved route.
+    pub route: Option<Arc<Route>>,
+    /// Held limit capacity, settled in `logging` (or on drop).
+    pub reservation: Option<Reservation>,
+    /// `x-ratelimit-*` values.
+    pub rate_headers: RateHeaders,
+    /// Completion cap Sluice wrote into the body (`x-sluice-max-tokens-clamped`).
+    pub clamped: Option<u64>,
+    /// Prompt tokens counted by Sluice.
+    pub prompt_tokens: u64,
+    /// Answer text of a stream whose provider reported no usage (to count completion tokens).
+    pub streamed_text: Option<String>,
+    /// Usage was settled and booked.
+    pub settled: bool,
 }
 
 impl RequestCtx {
@@ -77,6 +93,13 @@ impl RequestCtx {
             first_byte: None,
             usage: None,
             inflight: None,
+            route: None,
+            reservation: None,
+            rate_headers: RateHeaders::default(),
+            clamped: None,
+            prompt_tokens: 0,
+            streamed_text: None,
+            settled: false,
         }
     }
 

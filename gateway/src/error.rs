@@ -67,6 +67,40 @@ pub enum GatewayError {
         /// Short, content-free reason.
         reason: &'static str,
     },
+    /// A rate limit (requests, tokens, concurrency) has no room now.
+    #[error("{message}")]
+    RateLimited {
+        /// Which limit, with numbers (no prompt content).
+        message: String,
+        /// When to retry; `None` when the request can never fit.
+        retry_after: Option<std::time::Duration>,
+        /// Metric label of the limit.
+        label: &'static str,
+    },
+    /// A budget is used up for this period.
+    #[error("{message}")]
+    QuotaExceeded {
+        /// Which budget.
+        message: String,
+        /// Until the period resets.
+        retry_after: Option<std::time::Duration>,
+        /// Metric label of the limit.
+        label: &'static str,
+    },
+    /// `max_tokens` above what this key/model allows and `on_exceed: reject`.
+    #[error("max_tokens {requested} exceeds the allowed {allowed} for this key and model")]
+    MaxTokensExceeded {
+        /// What the request asked for.
+        requested: u64,
+        /// The most it may ask for.
+        allowed: u64,
+    },
+    /// No `max_tokens` sent, a cap applies and `on_exceed: reject`.
+    #[error("this key requires max_tokens (or max_completion_tokens) of at most {allowed}")]
+    MaxTokensRequired {
+        /// The most it may ask for.
+        allowed: u64,
+    },
     /// The client went away; nothing can be sent.
     #[error("client closed the connection")]
     ClientClosed,
@@ -173,6 +207,19 @@ impl GatewayError {
             Self::UpstreamProtocol { .. } => {
                 s(502, "api_error", "upstream_error", "upstream_protocol")
             }
+            Self::RateLimited { .. } => s(429, "requests", "rate_limit_exceeded", "rate_limited"),
+            Self::QuotaExceeded { .. } => s(
+                429,
+                "insufficient_quota",
+                "insufficient_quota",
+                "quota_exceeded",
+            ),
+            Self::MaxTokensExceeded { .. } | Self::MaxTokensRequired { .. } => s(
+                400,
+                "invalid_request_error",
+                "max_tokens_exceeded",
+                "bad_request",
+            ),
             Self::ClientClosed => s(
                 499,
                 "invalid_request_error",
@@ -189,8 +236,19 @@ impl GatewayError {
             Self::Policy(
                 PolicyError::InvalidField { param, .. } | PolicyError::MissingField { param },
             ) => Some(param),
+            Self::MaxTokensExceeded { .. } | Self::MaxTokensRequired { .. } => Some("max_tokens"),
             Self::Policy(PolicyError::ModelNotAllowed { .. }) | Self::ModelNotFound { .. } => {
                 Some("model")
+            }
+            _ => None,
+        }
+    }
+
+    /// `retry-after` for this error, if any.
+    pub fn retry_after(&self) -> Option<std::time::Duration> {
+        match self {
+            Self::RateLimited { retry_after, .. } | Self::QuotaExceeded { retry_after, .. } => {
+                *retry_after
             }
             _ => None,
         }

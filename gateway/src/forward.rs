@@ -119,9 +119,14 @@ async fn serve_mock(
         prompt_tokens: answer.prompt_tokens,
         completion_tokens: answer.completion_tokens,
         total_tokens: answer.prompt_tokens + answer.completion_tokens,
+        prompt_tokens_details: None,
     });
-    for chunk in answer.chunks {
+    let last = answer.chunks.len().saturating_sub(1);
+    for (i, chunk) in answer.chunks.into_iter().enumerate() {
         ctx.mark_first_byte();
+        if i == last {
+            crate::observe::settle(shared, ctx);
+        }
         session
             .write_response_body(Some(chunk), false)
             .await
@@ -131,6 +136,23 @@ async fn serve_mock(
         .write_response_body(None, true)
         .await
         .map_err(|_| GatewayError::ClientClosed)
+}
+
+/// Take the provider's usage (or, for a stream without usage, its text) into the context.
+fn record_usage(ctx: &mut RequestCtx, observer: Option<&mut SseObserver>, json: Option<&[u8]>) {
+    if ctx.usage.is_some() || ctx.streamed_text.is_some() {
+        return;
+    }
+    ctx.usage = match (&observer, json) {
+        (Some(o), _) => o.usage,
+        (None, Some(buf)) => usage_from_json(buf),
+        _ => None,
+    };
+    if ctx.usage.is_none() {
+        if let Some(o) = observer {
+            ctx.streamed_text = Some(std::mem::take(&mut o.content));
+        }
+    }
 }
 
 fn internal(e: impl std::fmt::Display) -> GatewayError {
@@ -375,6 +397,13 @@ async fn call_openai(
             }
         }
         ctx.mark_first_byte();
+        let done = upstream.response_done();
+        if done {
+            // Settle before the client can see the end of the answer, so a client that sends
+            // its next request at once finds its unused capacity already returned.
+            record_usage(ctx, observer.as_mut(), json_buf.as_deref());
+            crate::observe::settle(shared, ctx);
+        }
         if session
             .write_response_body(Some(chunk), false)
             .await
@@ -386,16 +415,13 @@ async fn call_openai(
         // Stop watching the client once the answer is complete: with a content-length body
         // the client may already be sending its next request on this connection, and the
         // idle probe would swallow it.
-        if upstream.response_done() {
+        if done {
             break None;
         }
     };
 
-    ctx.usage = match (&observer, &json_buf) {
-        (Some(o), _) => o.usage,
-        (None, Some(buf)) => usage_from_json(buf),
-        _ => None,
-    };
+    record_usage(ctx, observer.as_mut(), json_buf.as_deref());
+    crate::observe::settle(shared, ctx);
     // A 2xx stream must end with a finish reason and [DONE]; anything else is a truncation
     // the client must hear about, never a silently short answer.
     let failure = failure.or_else(|| {

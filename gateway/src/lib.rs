@@ -10,9 +10,11 @@
 #![cfg_attr(test, allow(clippy::unwrap_used, clippy::expect_used, clippy::panic))]
 
 pub mod admin;
+pub mod admission;
 pub mod ctx;
 pub mod error;
 pub mod forward;
+pub mod ledger;
 pub mod metrics;
 pub mod mock;
 pub mod observe;

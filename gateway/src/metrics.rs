@@ -4,8 +4,8 @@
 //! are names from config (anything else becomes `unknown`), statuses are classes.
 
 use prometheus::{
-    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec, Opts,
-    Registry, TextEncoder,
+    CounterVec, Encoder, Histogram, HistogramOpts, HistogramVec, IntCounterVec, IntGauge,
+    IntGaugeVec, Opts, Registry, TextEncoder,
 };
 
 /// All Sluice metrics and the registry they live in.
@@ -31,6 +31,10 @@ pub struct Metrics {
     pub errors: IntCounterVec,
     /// `sluice_build_info{version}`
     pub build_info: IntGaugeVec,
+    /// `sluice_ratelimit_rejections_total{limit}`
+    pub ratelimit_rejections: IntCounterVec,
+    /// `sluice_cost_usd_total{key,model}`
+    pub cost_usd: CounterVec,
 }
 
 /// Latency buckets from 1 ms to 5 min, for whole requests and upstream calls.
@@ -112,6 +116,22 @@ impl Metrics {
             ),
             &["version"],
         )?;
+        let ratelimit_rejections = IntCounterVec::new(
+            Opts::new(
+                "sluice_ratelimit_rejections_total",
+                "Requests refused by a rate limit or budget, by limit (e.g. key_tpm, team_budget_day).",
+            ),
+            &["limit"],
+        )?;
+        let cost_usd = CounterVec::new(
+            Opts::new(
+                "sluice_cost_usd_total",
+                "Cost of settled usage in USD, by key id and model.",
+            ),
+            &["key", "model"],
+        )?;
+        registry.register(Box::new(ratelimit_rejections.clone()))?;
+        registry.register(Box::new(cost_usd.clone()))?;
         registry.register(Box::new(requests.clone()))?;
         registry.register(Box::new(request_duration.clone()))?;
         registry.register(Box::new(upstream_duration.clone()))?;
@@ -140,6 +160,8 @@ impl Metrics {
             config_reloads,
             errors,
             build_info,
+            ratelimit_rejections,
+            cost_usd,
         })
     }
 

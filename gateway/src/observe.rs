@@ -3,12 +3,14 @@
 
 use pingora::proxy::Session;
 
+use crate::admission::actual_demand;
 use crate::ctx::RequestCtx;
 use crate::metrics::status_class;
 use crate::state::Shared;
 
 /// Record a finished request.
 pub fn finish(shared: &Shared, session: &Session, ctx: &mut RequestCtx) {
+    settle(shared, ctx);
     let elapsed = ctx.started.elapsed();
     let m = &shared.metrics;
     let endpoint = ctx.endpoint.as_ref().map_or("none", |e| e.label());
@@ -68,4 +70,60 @@ pub fn finish(shared: &Shared, session: &Session, ctx: &mut RequestCtx) {
     // The runtime snapshot and in-flight guard are released with the context.
     ctx.runtime = None;
     ctx.inflight = None;
+}
+
+/// Settle the reservation with the real usage, and book usage and cost (once per request:
+/// forwarding calls it just before the last byte goes out, `logging` for every other ending).
+///
+/// Usage comes from the provider's `usage`; when a successful answer carried none (a stream
+/// without `include_usage`, or one cut short), the prompt as counted by Sluice and the streamed
+/// answer text counted with the model's tokenizer stand in. Requests the provider did not
+/// answer successfully consume nothing.
+pub fn settle(shared: &Shared, ctx: &mut RequestCtx) {
+    if ctx.settled {
+        return;
+    }
+    ctx.settled = true;
+    let Some(route) = ctx.route.clone() else {
+        return;
+    };
+    let model = &*route.model;
+    let answered = ctx.response_started && (200..300).contains(&ctx.status);
+    let (prompt, cached, completion) = match (&ctx.usage, answered) {
+        (Some(u), _) => (u.prompt_tokens, u.cached_tokens(), u.completion_tokens),
+        (None, true) => {
+            let completion = ctx
+                .streamed_text
+                .as_deref()
+                .map_or(0, |t| route.tokenizer.count_text(t));
+            (ctx.prompt_tokens, 0, completion)
+        }
+        (None, false) => (0, 0, 0),
+    };
+    if ctx.usage.is_none() && answered {
+        ctx.usage = Some(sluice_policies::openai::Usage {
+            prompt_tokens: prompt,
+            completion_tokens: completion,
+            total_tokens: prompt + completion,
+            prompt_tokens_details: None,
+        });
+    }
+    let demand = actual_demand(route.price.as_ref(), prompt, cached, completion);
+    if let Some(reservation) = ctx.reservation.take() {
+        reservation.settle(demand);
+    }
+    if answered || ctx.usage.is_some() {
+        let key = ctx.key_id.as_deref().unwrap_or("anonymous");
+        let day = sluice_policies::limits::day_of(sluice_policies::limits::now_micros());
+        shared
+            .ledger
+            .record(key, day, prompt, completion, demand.cost_micros);
+        if demand.cost_micros > 0 {
+            shared
+                .metrics
+                .cost_usd
+                .with_label_values(&[key, model])
+                .inc_by(demand.cost_micros as f64 / 1e6);
+        }
+    }
 }

@@ -11,6 +11,7 @@ use serde_json::json;
 use sluice_policies::keys::{key_from_headers, Principal};
 use sluice_policies::openai::{parse_request, ApiKind};
 
+use crate::admission;
 use crate::ctx::{Endpoint, RequestCtx};
 use crate::error::GatewayError;
 use crate::forward;
@@ -123,7 +124,7 @@ pub async fn handle(
         Endpoint::Models => list_models(shared, &rt, &principal, session, ctx).await,
         Endpoint::Api(api) => {
             let body = read_body(session, rt.config.server.max_body_bytes).await?;
-            let parsed = parse_request(api, &body)?;
+            let mut parsed = parse_request(api, &body)?;
             drop(body);
             let route = rt
                 .routes
@@ -132,6 +133,12 @@ pub async fn handle(
             principal.authorize_model(&route.model)?;
             ctx.model = Some(Arc::clone(&route.model));
             ctx.provider = Some(Arc::clone(&route.deployment.name));
+            ctx.route = Some(Arc::clone(route));
+            let admitted = admission::admit(shared, &rt, &principal, route, api, &mut parsed)?;
+            ctx.rate_headers = admitted.headers;
+            ctx.clamped = admitted.clamped;
+            ctx.prompt_tokens = admitted.prompt_tokens;
+            ctx.reservation = admitted.reservation;
             forward::forward(shared, route, api, parsed, session, ctx).await
         }
     }

@@ -4,14 +4,32 @@ use bytes::Bytes;
 use pingora::http::ResponseHeader;
 use pingora::proxy::Session;
 
+use crate::admission::{reset_text, retry_after_secs};
 use crate::ctx::RequestCtx;
 use crate::error::GatewayError;
 
-/// Headers every Sluice response carries: `x-request-id`, `x-sluice-provider` when known.
+/// Headers every Sluice response carries: `x-request-id`, `x-sluice-provider` when known, the
+/// `x-ratelimit-*` state of the tightest limits, and `x-sluice-max-tokens-clamped`.
 pub fn add_common_headers(resp: &mut ResponseHeader, ctx: &RequestCtx) -> pingora::Result<()> {
     resp.insert_header("x-request-id", ctx.request_id.as_str())?;
     if let Some(p) = &ctx.provider {
         resp.insert_header("x-sluice-provider", &**p)?;
+    }
+    for (suffix, state) in [
+        ("requests", ctx.rate_headers.requests),
+        ("tokens", ctx.rate_headers.tokens),
+    ] {
+        if let Some((limit, remaining, reset)) = state {
+            resp.insert_header(format!("x-ratelimit-limit-{suffix}"), limit.to_string())?;
+            resp.insert_header(
+                format!("x-ratelimit-remaining-{suffix}"),
+                remaining.to_string(),
+            )?;
+            resp.insert_header(format!("x-ratelimit-reset-{suffix}"), reset_text(reset))?;
+        }
+    }
+    if let Some(c) = ctx.clamped {
+        resp.insert_header("x-sluice-max-tokens-clamped", c.to_string())?;
     }
     Ok(())
 }
@@ -74,6 +92,10 @@ pub async fn error(
     resp.insert_header("content-length", body.len().to_string())?;
     if let GatewayError::MethodNotAllowed { allowed, .. } = err {
         resp.insert_header("allow", *allowed)?;
+    }
+    if let Some(after) = err.retry_after() {
+        resp.insert_header("retry-after", retry_after_secs(after).to_string())?;
+        resp.insert_header("retry-after-ms", after.as_millis().to_string())?;
     }
     write_header(session, ctx, resp, draining, false).await?;
     session.write_response_body(Some(body), true).await

@@ -13,8 +13,11 @@ use http::{HeaderName, HeaderValue};
 use pingora::connectors::http::Connector;
 use pingora::protocols::ALPN;
 use pingora::upstreams::peer::HttpPeer;
-use sluice_config::{Config, Endpoint, ProviderKind, Timeouts};
+use sluice_config::{Config, Endpoint, ProviderKind, RateLimits, Team, Timeouts};
+use sluice_policies::cost::Price;
 use sluice_policies::keys::KeyStore;
+use sluice_policies::limits::LocalLimiter;
+use sluice_policies::tokens::Tokenizer;
 
 use crate::metrics::Metrics;
 
@@ -34,6 +37,8 @@ pub struct Runtime {
     pub routes: HashMap<String, Arc<Route>>,
     /// Configured model names in config order (for `GET /v1/models`).
     pub model_names: Vec<String>,
+    /// Teams by name.
+    pub teams: HashMap<String, Team>,
     /// Increases by one on every successful reload.
     pub generation: u64,
     /// When this runtime was built (unix seconds; `created` in `GET /v1/models`).
@@ -50,6 +55,14 @@ pub struct Route {
     pub deployment: Arc<Deployment>,
     /// Upstream timeouts for this model.
     pub timeouts: Timeouts,
+    /// Prices (cost, budgets); `None` = free.
+    pub price: Option<Price>,
+    /// Limits on this model for all keys together.
+    pub limits: RateLimits,
+    /// The model's completion cap.
+    pub max_output_tokens: Option<u64>,
+    /// How prompts for this model are counted.
+    pub tokenizer: Tokenizer,
 }
 
 /// A provider deployment, ready to call.
@@ -151,6 +164,12 @@ impl Runtime {
                 .get(m.target.provider)
                 .cloned()
                 .ok_or_else(|| format!("model {}: provider index out of range", m.name))?;
+            let tokenizer = match m.tokenizer.as_deref() {
+                Some(name) => name
+                    .parse::<Tokenizer>()
+                    .map_err(|_| format!("model {}: unknown tokenizer {name}", m.name))?,
+                None => Tokenizer::for_model(&m.target.model),
+            };
             routes.insert(
                 m.name.clone(),
                 Arc::new(Route {
@@ -158,12 +177,25 @@ impl Runtime {
                     upstream_model: Arc::from(m.target.model.as_str()),
                     deployment,
                     timeouts: m.timeouts,
+                    price: m.price.map(|p| Price {
+                        input_per_mtok: p.input_per_mtok,
+                        output_per_mtok: p.output_per_mtok,
+                        cached_input_per_mtok: p.cached_input_per_mtok,
+                    }),
+                    limits: m.limits,
+                    max_output_tokens: m.max_output_tokens,
+                    tokenizer,
                 }),
             );
         }
         Ok(Self {
             keys: KeyStore::new(&config.keys),
             model_names: config.models.iter().map(|m| m.name.clone()).collect(),
+            teams: config
+                .teams
+                .iter()
+                .map(|t| (t.name.clone(), t.clone()))
+                .collect(),
             routes,
             config: Arc::new(config),
             generation,
@@ -210,6 +242,10 @@ pub struct Shared {
     pub config_path: Option<PathBuf>,
     /// Sequence for generations.
     pub next_generation: AtomicU64,
+    /// Rate limits and budgets (kept across reloads).
+    pub limiter: LocalLimiter,
+    /// Usage and cost per key and day.
+    pub ledger: crate::ledger::Ledger,
 }
 
 impl Shared {
@@ -224,6 +260,8 @@ impl Shared {
             draining: AtomicBool::new(false),
             config_path,
             next_generation: AtomicU64::new(next),
+            limiter: LocalLimiter::new(),
+            ledger: crate::ledger::Ledger::default(),
         })
     }
 

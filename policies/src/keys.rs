@@ -29,6 +29,8 @@ pub struct Principal {
     pub key_id: Arc<str>,
     /// Client-facing models this key may use; `None` = all.
     pub models: Option<Arc<[String]>>,
+    /// The key's config (limits, budgets, team); `None` for anonymous callers.
+    pub key: Option<Arc<VirtualKey>>,
 }
 
 impl Principal {
@@ -37,6 +39,7 @@ impl Principal {
         Self {
             key_id: Arc::from("anonymous"),
             models: None,
+            key: None,
         }
     }
 
@@ -89,6 +92,7 @@ impl KeyStore {
                     principal: Principal {
                         key_id: Arc::from(k.id.as_str()),
                         models: k.models.as_ref().map(|m| Arc::from(m.clone())),
+                        key: Some(Arc::new(k.clone())),
                     },
                     disabled: k.disabled,
                 };
@@ -180,6 +184,12 @@ mod tests {
             digest: digest(raw),
             models: models.map(|m| m.iter().map(|s| s.to_string()).collect()),
             disabled,
+            team: None,
+            limits: Default::default(),
+            budgets: Default::default(),
+            max_tokens: None,
+            on_exceed: Default::default(),
+            model_limits: Default::default(),
         }
     }
 

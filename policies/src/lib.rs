@@ -6,10 +6,13 @@
 //! decisions out, so it is unit-testable and benchable on its own.
 #![cfg_attr(test, allow(clippy::unwrap_used, clippy::expect_used, clippy::panic))]
 
+pub mod cost;
 pub mod error;
 pub mod keys;
 pub mod limits;
 pub mod openai;
+pub mod pii;
 pub mod sse;
+pub mod tokens;
 
 pub use error::PolicyError;

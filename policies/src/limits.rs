@@ -283,7 +283,12 @@ impl LocalLimiter {
     }
 
     /// Admit `demand` against every limit in `limits`, or none.
-    pub fn reserve(&self, limits: &[Limit], demand: Demand, now: Micros) -> Result<Admission, Rejection> {
+    pub fn reserve(
+        &self,
+        limits: &[Limit],
+        demand: Demand,
+        now: Micros,
+    ) -> Result<Admission, Rejection> {
         let periods = (day_of(now), month_of(now));
         let mut state = self.lock();
         let mut updates: Vec<((Scope, Kind), State)> = Vec::with_capacity(limits.len());
@@ -293,22 +298,30 @@ impl LocalLimiter {
             let current = state.get(&key).copied();
             let (next, requested) = match limit.kind {
                 Kind::Rpm | Kind::Tpm => {
-                    let n = if limit.kind == Kind::Rpm { 1 } else { demand.tokens };
+                    let n = if limit.kind == Kind::Rpm {
+                        1
+                    } else {
+                        demand.tokens
+                    };
                     let tat = match current {
                         Some(State::Rate { tat }) => tat.max(now),
                         _ => now,
                     };
                     let new_tat = tat.saturating_add(gcra_cost(n, limit.max));
                     if new_tat - now > WINDOW {
-                        let retry_after = (n <= limit.max)
-                            .then(|| Duration::from_micros(new_tat - now - WINDOW));
+                        let retry_after =
+                            (n <= limit.max).then(|| Duration::from_micros(new_tat - now - WINDOW));
                         return Err(Rejection {
                             limit: limit.clone(),
                             retry_after,
                             requested: n,
                         });
                     }
-                    let entry = (limit.max, gcra_remaining(new_tat, now, limit.max), Duration::from_micros(new_tat - now));
+                    let entry = (
+                        limit.max,
+                        gcra_remaining(new_tat, now, limit.max),
+                        Duration::from_micros(new_tat - now),
+                    );
                     let slot = if limit.kind == Kind::Rpm {
                         &mut headers.requests
                     } else {
@@ -335,7 +348,11 @@ impl LocalLimiter {
                     (State::Concurrent { n: n + 1 }, 1)
                 }
                 Kind::UsdPerDay | Kind::UsdPerMonth => {
-                    let period = if limit.kind == Kind::UsdPerDay { periods.0 } else { periods.1 };
+                    let period = if limit.kind == Kind::UsdPerDay {
+                        periods.0
+                    } else {
+                        periods.1
+                    };
                     let spent = match current {
                         Some(State::Budget { period: p, spent }) if p == period => spent,
                         _ => 0,
@@ -343,7 +360,9 @@ impl LocalLimiter {
                     if spent.saturating_add(demand.cost_micros) > limit.max {
                         return Err(Rejection {
                             limit: limit.clone(),
-                            retry_after: Some(Duration::from_micros(period_end(limit.kind, now) - now)),
+                            retry_after: Some(Duration::from_micros(
+                                period_end(limit.kind, now) - now,
+                            )),
                             requested: demand.cost_micros,
                         });
                     }
@@ -368,7 +387,14 @@ impl LocalLimiter {
     /// Replace a reservation of `reserved` by the real usage `actual`, and release the
     /// concurrency slot. Tokens and cost beyond the reservation are charged too (as debt that
     /// delays later requests), so a provider that overruns `max_tokens` cannot dodge the limit.
-    pub fn settle(&self, limits: &[Limit], admission: &Admission, reserved: Demand, actual: Demand, now: Micros) {
+    pub fn settle(
+        &self,
+        limits: &[Limit],
+        admission: &Admission,
+        reserved: Demand,
+        actual: Demand,
+        now: Micros,
+    ) {
         let mut state = self.lock();
         for limit in limits {
             let key = (limit.scope.clone(), limit.kind);
@@ -396,14 +422,20 @@ impl LocalLimiter {
                     } else {
                         admission.periods.1
                     };
-                    let current = if limit.kind == Kind::UsdPerDay { day_of(now) } else { month_of(now) };
+                    let current = if limit.kind == Kind::UsdPerDay {
+                        day_of(now)
+                    } else {
+                        month_of(now)
+                    };
                     let entry = state.entry(key).or_insert(State::Budget {
                         period: current,
                         spent: 0,
                     });
                     if let State::Budget { period, spent } = entry {
                         if *period == reserved_in && reserved_in == current {
-                            *spent = spent.saturating_sub(reserved.cost_micros).saturating_add(actual.cost_micros);
+                            *spent = spent
+                                .saturating_sub(reserved.cost_micros)
+                                .saturating_add(actual.cost_micros);
                         } else if *period == current {
                             // Reserved in a period that has ended: charge the real cost now.
                             *spent = spent.saturating_add(actual.cost_micros);
@@ -419,7 +451,11 @@ impl LocalLimiter {
 
     /// Spent micro-USD in the current period of a budget limit (for reports and clamping).
     pub fn spent(&self, scope: &Scope, kind: Kind, now: Micros) -> u64 {
-        let period = if kind == Kind::UsdPerDay { day_of(now) } else { month_of(now) };
+        let period = if kind == Kind::UsdPerDay {
+            day_of(now)
+        } else {
+            month_of(now)
+        };
         match self.lock().get(&(scope.clone(), kind)) {
             Some(State::Budget { period: p, spent }) if *p == period => *spent,
             _ => 0,
@@ -478,7 +514,9 @@ mod tests {
         let team = lim(Scope::Team(Arc::from("t")), Kind::Tpm, 1500);
         l.reserve(&[team.clone()], tokens(1000), T0).unwrap();
         // Fits the key but not the team: neither is charged.
-        let r = l.reserve(&[a.clone(), team.clone()], tokens(600), T0).unwrap_err();
+        let r = l
+            .reserve(&[a.clone(), team.clone()], tokens(600), T0)
+            .unwrap_err();
         assert_eq!(r.limit, team);
         assert_eq!(l.tokens_available(&a, T0), 1000);
         assert!(l.reserve(&[a.clone(), team], tokens(500), T0).is_ok());
@@ -504,7 +542,9 @@ mod tests {
     #[test]
     fn a_request_larger_than_the_limit_never_fits() {
         let l = LocalLimiter::new();
-        let r = l.reserve(&[lim(key("a"), Kind::Tpm, 100)], tokens(101), T0).unwrap_err();
+        let r = l
+            .reserve(&[lim(key("a"), Kind::Tpm, 100)], tokens(101), T0)
+            .unwrap_err();
         assert_eq!(r.retry_after, None);
         assert!(r.to_string().contains("alone exceeds"));
     }
@@ -531,7 +571,10 @@ mod tests {
         let adm = l.reserve(&[day.clone()], cost(900_000), T0).unwrap();
         let r = l.reserve(&[day.clone()], cost(200_000), T0).unwrap_err();
         assert!(r.limit.kind.is_budget());
-        assert_eq!(r.retry_after, Some(Duration::from_micros(period_end(Kind::UsdPerDay, T0) - T0)));
+        assert_eq!(
+            r.retry_after,
+            Some(Duration::from_micros(period_end(Kind::UsdPerDay, T0) - T0))
+        );
         l.settle(&[day.clone()], &adm, cost(900_000), cost(100_000), T0);
         assert_eq!(l.spent(&key("a"), Kind::UsdPerDay, T0), 100_000);
         assert!(l.reserve(&[day.clone()], cost(800_000), T0).is_ok());
@@ -548,7 +591,10 @@ mod tests {
         assert_eq!(civil_from_days(0), (1970, 1, 1));
         assert_eq!(civil_from_days(days_from_civil(2024, 2, 29)), (2024, 2, 29));
         // Month end: from 2027-01-15 the next month starts 2027-02-01.
-        assert_eq!(period_end(Kind::UsdPerMonth, T0) / DAY, days_from_civil(2027, 2, 1));
+        assert_eq!(
+            period_end(Kind::UsdPerMonth, T0) / DAY,
+            days_from_civil(2027, 2, 1)
+        );
         assert_eq!(month_of(T0), (2027 - 1970) * 12);
     }
 

@@ -291,6 +291,24 @@ pub struct Usage {
     /// Sum as reported.
     #[serde(default)]
     pub total_tokens: u64,
+    /// Breakdown of the prompt (OpenAI reports cached prompt tokens here).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub prompt_tokens_details: Option<PromptTokensDetails>,
+}
+
+/// `usage.prompt_tokens_details`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PromptTokensDetails {
+    /// Prompt tokens served from the provider's prompt cache (part of `prompt_tokens`).
+    #[serde(default)]
+    pub cached_tokens: u64,
+}
+
+impl Usage {
+    /// Cached prompt tokens (0 when not reported).
+    pub fn cached_tokens(&self) -> u64 {
+        self.prompt_tokens_details.map_or(0, |d| d.cached_tokens)
+    }
 }
 
 #[derive(Deserialize)]
@@ -420,5 +438,11 @@ mod tests {
         // embeddings report only prompt and total
         let e = usage_from_json(br#"{"usage":{"prompt_tokens":5,"total_tokens":5}}"#).unwrap();
         assert_eq!((e.prompt_tokens, e.completion_tokens), (5, 0));
+        let c = usage_from_json(
+            br#"{"usage":{"prompt_tokens":50,"completion_tokens":1,"total_tokens":51,"prompt_tokens_details":{"cached_tokens":32}}}"#,
+        )
+        .unwrap();
+        assert_eq!(c.cached_tokens(), 32);
+        assert_eq!(e.cached_tokens(), 0);
     }
 }

@@ -12,6 +12,8 @@ use crate::openai::Usage;
 /// Longest partial line kept between chunks; a longer one stops observation (the bytes are still
 /// relayed, only the bookkeeping gives up).
 const MAX_CARRY: usize = 16 * 1024 * 1024;
+/// Most answer text kept for counting tokens when the provider reports no usage.
+const MAX_CONTENT: usize = 4 * 1024 * 1024;
 
 /// What has been seen on a stream so far.
 #[derive(Debug, Default)]
@@ -26,6 +28,9 @@ pub struct SseObserver {
     pub done: bool,
     /// Number of `data:` events seen.
     pub events: u64,
+    /// Answer text streamed so far (`delta.content`, legacy `text`), up to 4 MiB: what the
+    /// completion is counted from when the provider reports no usage.
+    pub content: String,
 }
 
 #[derive(Deserialize)]
@@ -40,6 +45,16 @@ struct Chunk {
 struct Choice {
     #[serde(default)]
     finish_reason: Option<String>,
+    #[serde(default)]
+    delta: Option<Delta>,
+    #[serde(default)]
+    text: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct Delta {
+    #[serde(default)]
+    content: Option<String>,
 }
 
 impl SseObserver {
@@ -101,8 +116,16 @@ impl SseObserver {
             if chunk.usage.is_some() {
                 self.usage = chunk.usage;
             }
-            if self.finish_reason.is_none() {
-                self.finish_reason = chunk.choices.into_iter().find_map(|c| c.finish_reason);
+            for choice in chunk.choices {
+                let text = choice.delta.and_then(|d| d.content).or(choice.text);
+                if let Some(t) = text {
+                    if self.content.len() + t.len() <= MAX_CONTENT {
+                        self.content.push_str(&t);
+                    }
+                }
+                if self.finish_reason.is_none() {
+                    self.finish_reason = choice.finish_reason;
+                }
             }
         }
     }
@@ -133,6 +156,7 @@ mod tests {
         assert_eq!(o.events, 5);
         assert_eq!(o.finish_reason.as_deref(), Some("stop"));
         assert_eq!(o.usage.unwrap().total_tokens, 11);
+        assert_eq!(o.content, "hel\nlo");
     }
 
     #[test]

@@ -1,0 +1,949 @@
+//! Prompt token counting for token limits and budget reservations.
+//!
+//! The gateway counts a request's prompt before it forwards it, reserves prompt + expected
+//! completion against TPM and budgets, and settles with the provider's real `usage` afterwards.
+//! So a count here is an estimate that errs high rather than low, and it must be cheap: it runs
+//! on every request that is not a cache hit.
+//!
+//! - OpenAI models are counted with their real BPE (`cl100k_base` or `o200k_base`, from
+//!   `tiktoken-rs`, whose rank files are compiled into the binary: nothing is downloaded). Each
+//!   encoding is built once per process, on first use or by [`Tokenizer::preload`], and shared
+//!   by all threads.
+//! - Other models are counted as `ceil(bytes / 3.5)` per string ([`Tokenizer::Approx`]).
+//! - Chat bodies follow OpenAI's per-message framing (the cookbook's
+//!   `num_tokens_from_messages`), which reproduces the API's `prompt_tokens` for plain messages.
+//!   Tools, images and other parts are estimated; see [`Tokenizer::count_chat`].
+//!
+//! User text is encoded as *ordinary* text: `<|endoftext|>` typed by a user counts as the
+//! seven tokens OpenAI's API bills for it, never as one special token.
+
+use std::fmt;
+use std::str::FromStr;
+use std::sync::LazyLock;
+
+use serde_json::{Map, Value};
+use tiktoken_rs::CoreBPE;
+
+use crate::openai::ApiKind;
+
+/// Bytes per token assumed for models without a known encoding.
+///
+/// OpenAI's encodings average about 4 bytes per token on English prose, and Anthropic quotes
+/// about 3.5 characters per token for Claude, so dividing by 3.5 overestimates most Latin-script
+/// text by 10-15% — a safety factor, since an undercount would let a key overspend. Scripts with
+/// several bytes per character (CJK: 3 bytes, often about one token per character) are
+/// *under*counted by this rule; the settle step corrects the ledger from the provider's usage.
+pub const DEFAULT_APPROX_BYTES_PER_TOKEN: f32 = 3.5;
+
+/// Framing tokens per chat message (`<|start|>{role}<|message|>…<|end|>`).
+const TOKENS_PER_MESSAGE: u64 = 3;
+/// Extra token when a message has a `name`.
+const TOKENS_PER_NAME: u64 = 1;
+/// Every reply is primed with `<|start|>assistant<|message|>`.
+const REPLY_PRIMING: u64 = 3;
+/// Framing around one tool call in an assistant message (beyond its name and arguments).
+const TOKENS_PER_TOOL_CALL: u64 = 3;
+/// Framing per tool definition, on top of the JSON text of its `function` object.
+const TOKENS_PER_TOOL: u64 = 10;
+/// An image part with `detail: "low"`: OpenAI bills a flat 85 tokens (gpt-4o family).
+pub const IMAGE_LOW_DETAIL_TOKENS: u64 = 85;
+/// An image part with `detail: "high"`/`"auto"`/absent. The gateway does not decode images, so
+/// it cannot tile them; 765 is a 1024x1024 image at high detail (4 tiles x 170 + 85), the
+/// common case. Large non-square images cost more (up to 1,445 for 768x2048), and gpt-4o-mini
+/// bills images at many times these numbers; the settle step corrects from the real usage.
+pub const IMAGE_HIGH_DETAIL_TOKENS: u64 = 765;
+/// Non-text, non-image content parts (`input_audio`, `file`, ...): their payload is base64, so
+/// counting its text would overcount by orders of magnitude. Reserved like a high-detail image.
+pub const OTHER_PART_TOKENS: u64 = IMAGE_HIGH_DETAIL_TOKENS;
+
+/// Text longer than this is encoded in segments, cut at a space that follows a non-whitespace
+/// character (where the encodings' pre-tokenizer always splits, so the count is unchanged) or,
+/// for a run with no such space, at a character boundary. This bounds the work per BPE call
+/// and avoids the regex engine's stack-overflow panic on very long whitespace runs (observed
+/// from about 1 MiB of spaces with tiktoken-rs 0.12).
+const MAX_SEGMENT_BYTES: usize = 8 * 1024;
+
+static CL100K_BASE: LazyLock<Option<CoreBPE>> = LazyLock::new(|| tiktoken_rs::cl100k_base().ok());
+static O200K_BASE: LazyLock<Option<CoreBPE>> = LazyLock::new(|| tiktoken_rs::o200k_base().ok());
+
+/// How prompt text is turned into a token count.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Tokenizer {
+    /// OpenAI `cl100k_base`: gpt-4, gpt-4-turbo, gpt-3.5-turbo, text-embedding-*.
+    Cl100kBase,
+    /// OpenAI `o200k_base`: gpt-4o, gpt-4.1, gpt-4.5, gpt-5, o1, o3, o4.
+    O200kBase,
+    /// `ceil(bytes / bytes_per_token)` per string, for models whose tokenizer Sluice does not
+    /// ship (see [`DEFAULT_APPROX_BYTES_PER_TOKEN`]). A non-positive or non-finite value counts
+    /// one token per byte.
+    Approx {
+        /// Average UTF-8 bytes per token.
+        bytes_per_token: f32,
+    },
+}
+
+/// A tokenizer name in the config that is not one of `cl100k_base`, `o200k_base`, `approx`.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("unknown tokenizer `{name}`: expected one of cl100k_base, o200k_base, approx")]
+pub struct UnknownTokenizer {
+    /// The name as written.
+    pub name: String,
+}
+
+impl FromStr for Tokenizer {
+    type Err = UnknownTokenizer;
+
+    /// Config names: `cl100k_base`, `o200k_base`, `approx` (3.5 bytes per token).
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "cl100k_base" => Ok(Self::Cl100kBase),
+            "o200k_base" => Ok(Self::O200kBase),
+            "approx" => Ok(Self::Approx {
+                bytes_per_token: DEFAULT_APPROX_BYTES_PER_TOKEN,
+            }),
+            other => Err(UnknownTokenizer {
+                name: other.to_owned(),
+            }),
+        }
+    }
+}
+
+impl fmt::Display for Tokenizer {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// Known OpenAI model families, longest prefixes first where one prefix contains another
+/// (`gpt-4o` and `gpt-4.1` before `gpt-4`).
+const FAMILIES: &[(&str, Tokenizer)] = &[
+    ("gpt-4o", Tokenizer::O200kBase),
+    ("chatgpt-4o", Tokenizer::O200kBase),
+    ("gpt-4.1", Tokenizer::O200kBase),
+    ("gpt-4.5", Tokenizer::O200kBase),
+    ("gpt-5", Tokenizer::O200kBase),
+    ("codex-mini", Tokenizer::O200kBase),
+    // gpt-oss uses o200k_harmony: the same ranks as o200k_base plus chat-format specials.
+    ("gpt-oss", Tokenizer::O200kBase),
+    ("gpt-4", Tokenizer::Cl100kBase),
+    ("gpt-3.5", Tokenizer::Cl100kBase),
+    ("gpt-35", Tokenizer::Cl100kBase), // Azure's spelling
+    ("text-embedding-", Tokenizer::Cl100kBase),
+    ("davinci-002", Tokenizer::Cl100kBase),
+    ("babbage-002", Tokenizer::Cl100kBase),
+];
+
+/// Reasoning series, matched as the whole name or followed by `-` (`o3`, `o3-mini`, ...).
+const O_SERIES: &[&str] = &["o1", "o3", "o4"];
+
+impl Tokenizer {
+    /// The tokenizer for a provider-side model name (the route's upstream model, not the
+    /// client-facing alias). Fine-tuned names (`ft:gpt-4o-mini:org::id`) count like their base
+    /// model; any name outside the OpenAI families, including Azure deployment names that do
+    /// not start with the model name, gets [`Tokenizer::Approx`] with
+    /// [`DEFAULT_APPROX_BYTES_PER_TOKEN`]. Matching ignores ASCII case.
+    pub fn for_model(upstream_model: &str) -> Tokenizer {
+        let name = strip_prefix_ci(upstream_model, "ft:").unwrap_or(upstream_model);
+        let name = strip_prefix_ci(name, "openai/").unwrap_or(name);
+        for (prefix, tokenizer) in FAMILIES {
+            if strip_prefix_ci(name, prefix).is_some() {
+                return *tokenizer;
+            }
+        }
+        for family in O_SERIES {
+            if let Some(rest) = strip_prefix_ci(name, family) {
+                if rest.is_empty() || rest.starts_with('-') {
+                    return Tokenizer::O200kBase;
+                }
+            }
+        }
+        Tokenizer::Approx {
+            bytes_per_token: DEFAULT_APPROX_BYTES_PER_TOKEN,
+        }
+    }
+
+    /// Config name (`cl100k_base`, `o200k_base`, `approx`), also a metric/log label.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Self::Cl100kBase => "cl100k_base",
+            Self::O200kBase => "o200k_base",
+            Self::Approx { .. } => "approx",
+        }
+    }
+
+    /// Build this tokenizer's encoding now instead of on the first request (tens of
+    /// milliseconds). Idempotent; a no-op for [`Tokenizer::Approx`].
+    pub fn preload(&self) {
+        let _ = self.bpe();
+    }
+
+    fn bpe(&self) -> Option<&'static CoreBPE> {
+        match self {
+            Self::Cl100kBase => CL100K_BASE.as_ref(),
+            Self::O200kBase => O200K_BASE.as_ref(),
+            Self::Approx { .. } => None,
+        }
+    }
+
+    /// Tokens in `text`, encoded as ordinary text (special-token markup counts as the text it
+    /// is). Approximate counts round up. Linear in the length of `text`; the only allocation is
+    /// the encoder's token buffer per segment of at most 8 KiB.
+    pub fn count_text(&self, text: &str) -> u64 {
+        if text.is_empty() {
+            return 0;
+        }
+        match (self, self.bpe()) {
+            (Self::Approx { bytes_per_token }, _) => approx_count(text.len(), *bytes_per_token),
+            (_, Some(bpe)) => bpe_count(bpe, text),
+            // The rank files are compiled in, so building an encoding cannot fail in practice;
+            // if it ever did, count conservatively rather than refuse service.
+            (_, None) => approx_count(text.len(), DEFAULT_APPROX_BYTES_PER_TOKEN),
+        }
+    }
+
+    /// Prompt tokens of a chat completion body, following OpenAI's counting rules:
+    ///
+    /// - each message: 3 framing tokens + the tokens of each of its string fields (`role`,
+    ///   `content`, `name`, `tool_call_id`, `refusal`, ...) + 1 if it has a `name`;
+    /// - `content` as an array of parts: `text` (and `refusal`) parts count their text; image
+    ///   parts count [`IMAGE_LOW_DETAIL_TOKENS`] for `detail: "low"` else
+    ///   [`IMAGE_HIGH_DETAIL_TOKENS`]; other parts (audio, files) [`OTHER_PART_TOKENS`];
+    /// - `tool_calls` (and the legacy `function_call`): each call's function name + arguments
+    ///   text + 3;
+    /// - other non-string message fields count their JSON text;
+    /// - 3 tokens priming the reply;
+    /// - `tools` (and legacy `functions`): the JSON text of each tool's `function` object + 10;
+    /// - `tool_choice` and `response_format`, when objects: their JSON text.
+    ///
+    /// For plain messages this is exact (it reproduces the API's `prompt_tokens` in OpenAI's
+    /// cookbook example); tool definitions are counted as JSON, which is more than the API's
+    /// internal rendering, so the estimate errs high.
+    pub fn count_chat(&self, body: &Map<String, Value>) -> u64 {
+        let mut total: u64 = 0;
+        if let Some(Value::Array(messages)) = body.get("messages") {
+            for message in messages {
+                total = total.saturating_add(self.count_message(message));
+            }
+        }
+        total = total.saturating_add(REPLY_PRIMING);
+        for field in ["tools", "functions"] {
+            if let Some(Value::Array(tools)) = body.get(field) {
+                for tool in tools {
+                    let function = tool.get("function").unwrap_or(tool);
+                    total = total
+                        .saturating_add(self.count_json(function))
+                        .saturating_add(TOKENS_PER_TOOL);
+                }
+            }
+        }
+        for field in ["tool_choice", "response_format"] {
+            if let Some(value @ Value::Object(_)) = body.get(field) {
+                total = total.saturating_add(self.count_json(value));
+            }
+        }
+        total
+    }
+
+    fn count_message(&self, message: &Value) -> u64 {
+        let Value::Object(message) = message else {
+            return 0;
+        };
+        let mut total = TOKENS_PER_MESSAGE;
+        for (key, value) in message {
+            let n = match (key.as_str(), value) {
+                (_, Value::Null) => 0,
+                ("name", Value::String(s)) => self.count_text(s).saturating_add(TOKENS_PER_NAME),
+                ("content", Value::Array(parts)) => parts
+                    .iter()
+                    .fold(0u64, |acc, part| acc.saturating_add(self.count_part(part))),
+                ("tool_calls", Value::Array(calls)) => calls.iter().fold(0u64, |acc, call| {
+                    let function = call.get("function").unwrap_or(call);
+                    acc.saturating_add(self.count_function_call(function))
+                }),
+                ("function_call", function) => self.count_function_call(function),
+                (_, Value::String(s)) => self.count_text(s),
+                (_, other) => self.count_json(other),
+            };
+            total = total.saturating_add(n);
+        }
+        total
+    }
+
+    fn count_part(&self, part: &Value) -> u64 {
+        let kind = part.get("type").and_then(Value::as_str).unwrap_or("");
+        match kind {
+            "text" | "refusal" | "input_text" => part
+                .get(kind)
+                .or_else(|| part.get("text"))
+                .and_then(Value::as_str)
+                .map_or(0, |s| self.count_text(s)),
+            "image_url" | "input_image" => {
+                let detail = part
+                    .get("image_url")
+                    .and_then(|i| i.get("detail"))
+                    .or_else(|| part.get("detail"))
+                    .and_then(Value::as_str);
+                if detail == Some("low") {
+                    IMAGE_LOW_DETAIL_TOKENS
+                } else {
+                    IMAGE_HIGH_DETAIL_TOKENS
+                }
+            }
+            _ => OTHER_PART_TOKENS,
+        }
+    }
+
+    /// A tool call's `function` object: its name and its arguments (a JSON string).
+    fn count_function_call(&self, function: &Value) -> u64 {
+        let mut total = TOKENS_PER_TOOL_CALL;
+        for field in ["name", "arguments"] {
+            match function.get(field) {
+                Some(Value::String(s)) => total = total.saturating_add(self.count_text(s)),
+                Some(Value::Null) | None => {}
+                Some(other) => total = total.saturating_add(self.count_json(other)),
+            }
+        }
+        total
+    }
+
+    /// The compact JSON text of `value`.
+    fn count_json(&self, value: &Value) -> u64 {
+        match value {
+            Value::Null => 0,
+            Value::String(s) => self.count_text(s),
+            // Serializing a `Value` cannot fail (string keys, no custom Serialize).
+            other => self.count_text(&serde_json::to_string(other).unwrap_or_default()),
+        }
+    }
+
+    /// Prompt tokens of a request body for `api`: chat messages (see
+    /// [`Tokenizer::count_chat`]), the completions `prompt` (plus `suffix`), or the embeddings
+    /// `input`. A prompt may be a string, an array of strings, an array of token ids (which
+    /// counts its length), or an array of token-id arrays.
+    pub fn count_prompt(&self, api: ApiKind, body: &Map<String, Value>) -> u64 {
+        match api {
+            ApiKind::ChatCompletions => self.count_chat(body),
+            ApiKind::Completions => {
+                let prompt = body.get("prompt").map_or(0, |p| self.count_input(p));
+                let suffix = body
+                    .get("suffix")
+                    .and_then(Value::as_str)
+                    .map_or(0, |s| self.count_text(s));
+                prompt.saturating_add(suffix)
+            }
+            ApiKind::Embeddings => body.get("input").map_or(0, |i| self.count_input(i)),
+        }
+    }
+
+    fn count_input(&self, input: &Value) -> u64 {
+        match input {
+            Value::String(s) => self.count_text(s),
+            Value::Array(items) => items.iter().fold(0u64, |acc, item| {
+                let n = match item {
+                    Value::String(s) => self.count_text(s),
+                    Value::Number(_) => 1,
+                    Value::Array(ids) => ids.len() as u64,
+                    _ => 0,
+                };
+                acc.saturating_add(n)
+            }),
+            _ => 0,
+        }
+    }
+}
+
+/// The most completion tokens a request may produce: `max_completion_tokens` (or the older
+/// `max_tokens`) times the number of choices, `n` or, for completions, `best_of` when larger
+/// (OpenAI bills every `best_of` candidate). `None` when the client set no limit.
+pub fn expected_completion(body: &Map<String, Value>) -> Option<u64> {
+    let per_choice = body
+        .get("max_completion_tokens")
+        .and_then(Value::as_u64)
+        .or_else(|| body.get("max_tokens").and_then(Value::as_u64))?;
+    let choices = ["n", "best_of"]
+        .iter()
+        .filter_map(|f| body.get(*f).and_then(Value::as_u64))
+        .max()
+        .unwrap_or(1)
+        .max(1);
+    Some(per_choice.saturating_mul(choices))
+}
+
+fn approx_count(bytes: usize, bytes_per_token: f32) -> u64 {
+    if bytes == 0 {
+        return 0;
+    }
+    let per = f64::from(bytes_per_token);
+    if !(per.is_finite() && per > 0.0) {
+        return bytes as u64;
+    }
+    // `as` saturates; a byte count fits an f64 exactly up to 2^53.
+    (bytes as f64 / per).ceil() as u64
+}
+
+fn bpe_count(bpe: &CoreBPE, text: &str) -> u64 {
+    let mut total: u64 = 0;
+    let mut rest = text;
+    while !rest.is_empty() {
+        let (segment, tail) = rest.split_at(segment_len(rest));
+        total = total.saturating_add(bpe.encode_ordinary(segment).len() as u64);
+        rest = tail;
+    }
+    total
+}
+
+/// Length of the next segment of `text` to encode on its own (see [`MAX_SEGMENT_BYTES`]).
+///
+/// A cut just before a space that follows a non-whitespace character does not change the
+/// count: in both encodings' pre-tokenizer patterns no piece extends from a non-whitespace
+/// character over a following space, and the patterns have no look-behind, so the pieces on
+/// either side of the cut are the same as in the whole text.
+fn segment_len(text: &str) -> usize {
+    if text.len() <= MAX_SEGMENT_BYTES {
+        return text.len();
+    }
+    let bytes = text.as_bytes();
+    let mut end = MAX_SEGMENT_BYTES + 1;
+    while let Some(space) = memchr::memrchr(b' ', bytes.get(..end).unwrap_or_default()) {
+        if space == 0 {
+            break;
+        }
+        // `space` indexes an ASCII byte, so it is a char boundary.
+        let before = text.get(..space).and_then(|s| s.chars().next_back());
+        if before.is_some_and(|c| !c.is_whitespace()) {
+            return space;
+        }
+        end = space;
+    }
+    // No safe cut (one long word, base64, or a whitespace run): cut at a char boundary. The
+    // count may then differ by a token or so per 8 KiB, in text no person writes.
+    let mut cut = MAX_SEGMENT_BYTES;
+    while cut > 1 && !text.is_char_boundary(cut) {
+        cut -= 1;
+    }
+    cut
+}
+
+fn strip_prefix_ci<'a>(s: &'a str, prefix: &str) -> Option<&'a str> {
+    let head = s.get(..prefix.len())?;
+    if head.eq_ignore_ascii_case(prefix) {
+        s.get(prefix.len()..)
+    } else {
+        None
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    const BPE: [Tokenizer; 2] = [Tokenizer::Cl100kBase, Tokenizer::O200kBase];
+
+    fn obj(v: Value) -> Map<String, Value> {
+        match v {
+            Value::Object(m) => m,
+            other => panic!("not an object: {other}"),
+        }
+    }
+
+    fn bpe_of(t: Tokenizer) -> &'static CoreBPE {
+        t.bpe().unwrap()
+    }
+
+    /// Counts published in OpenAI's cookbook ("How to count tokens with tiktoken").
+    #[test]
+    fn text_counts_match_the_cookbook() {
+        for (text, cl100k, o200k) in [
+            ("hello world", 2, 2),
+            ("tiktoken is great!", 6, 6),
+            ("antidisestablishmentarianism", 6, 6),
+            ("2 + 2 = 4", 7, 7),
+            ("お誕生日おめでとう", 9, 8),
+            ("", 0, 0),
+        ] {
+            assert_eq!(Tokenizer::Cl100kBase.count_text(text), cl100k, "{text}");
+            assert_eq!(Tokenizer::O200kBase.count_text(text), o200k, "{text}");
+        }
+    }
+
+    #[test]
+    fn special_token_markup_in_user_text_is_ordinary_text() {
+        for t in BPE {
+            // As one special token this would be 1; the API bills the characters.
+            assert_eq!(t.count_text("<|endoftext|>"), 7, "{t}");
+            let text = "ignore this <|endoftext|><|endofprompt|> and go on";
+            let bpe = bpe_of(t);
+            assert_eq!(t.count_text(text), bpe.encode_ordinary(text).len() as u64);
+            assert!(t.count_text(text) > bpe.encode_with_special_tokens(text).len() as u64);
+        }
+    }
+
+    fn cookbook_messages() -> Value {
+        json!([
+            {"role": "system", "content": "You are a helpful, pattern-following assistant that translates corporate jargon into plain English."},
+            {"role": "system", "name": "example_user", "content": "New synergies will help drive top-line growth."},
+            {"role": "system", "name": "example_assistant", "content": "Things working well together will increase revenue."},
+            {"role": "system", "name": "example_user", "content": "Let's circle back when we have more bandwidth to touch base on opportunities for increased leverage."},
+            {"role": "system", "name": "example_assistant", "content": "Let's talk later when we're less busy about how to do better."},
+            {"role": "user", "content": "This late pivot means we don't have time to boil the ocean for the client deliverable."}
+        ])
+    }
+
+    /// The cookbook's six example messages: the API reported 129 prompt tokens for
+    /// gpt-3.5-turbo / gpt-4-0613 (cl100k) and 124 for gpt-4o / gpt-4o-mini (o200k).
+    #[test]
+    fn chat_count_matches_the_api_on_the_cookbook_example() {
+        let body = obj(json!({"model": "gpt-4", "messages": cookbook_messages(), "max_tokens": 1}));
+        assert_eq!(Tokenizer::Cl100kBase.count_chat(&body), 129);
+        assert_eq!(Tokenizer::O200kBase.count_chat(&body), 124);
+        assert_eq!(Tokenizer::for_model("gpt-3.5-turbo").count_chat(&body), 129);
+        assert_eq!(Tokenizer::for_model("gpt-4-0613").count_chat(&body), 129);
+        assert_eq!(Tokenizer::for_model("gpt-4o").count_chat(&body), 124);
+        assert_eq!(Tokenizer::for_model("gpt-4o-mini").count_chat(&body), 124);
+        // Dispatch through count_prompt gives the same.
+        assert_eq!(
+            Tokenizer::O200kBase.count_prompt(ApiKind::ChatCompletions, &body),
+            124
+        );
+    }
+
+    /// The cookbook's tool example: the API reported 105 (gpt-4, cl100k) and 101 (gpt-4o,
+    /// o200k). Counting tool definitions as JSON must not undercount, and not wildly overcount.
+    #[test]
+    fn tool_definitions_are_counted_conservatively() {
+        let body = obj(json!({
+            "model": "gpt-4o",
+            "tools": [{"type": "function", "function": {
+                "name": "get_current_weather",
+                "description": "Get the current weather in a given location",
+                "parameters": {"type": "object", "properties": {
+                    "location": {"type": "string", "description": "The city and state, e.g. San Francisco, CA"},
+                    "unit": {"type": "string", "description": "The unit of temperature to return", "enum": ["celsius", "fahrenheit"]}
+                }, "required": ["location"]}
+            }}],
+            "messages": [
+                {"role": "system", "content": "You are a helpful assistant that can answer to questions about the weather."},
+                {"role": "user", "content": "What's the weather like in San Francisco?"}
+            ]
+        }));
+        for (t, api) in [(Tokenizer::Cl100kBase, 105), (Tokenizer::O200kBase, 101)] {
+            let n = t.count_chat(&body);
+            assert!(n >= api && n * 10 <= api * 13, "{t}: {n} vs API {api}");
+        }
+        // Without the tool, the count drops by the tool's JSON plus its overhead.
+        let mut no_tools = body.clone();
+        let tools = no_tools.remove("tools").unwrap();
+        let t = Tokenizer::O200kBase;
+        assert_eq!(
+            t.count_chat(&body) - t.count_chat(&no_tools),
+            t.count_text(&serde_json::to_string(&tools[0]["function"]).unwrap()) + TOKENS_PER_TOOL
+        );
+    }
+
+    #[test]
+    fn content_parts_count_like_strings_and_images_are_fixed() {
+        for t in BPE {
+            let string = obj(
+                json!({"messages": [{"role": "user", "content": "Describe the weather today"}]}),
+            );
+            let parts = obj(json!({"messages": [{"role": "user", "content": [
+                {"type": "text", "text": "Describe the weather today"}
+            ]}]}));
+            assert_eq!(t.count_chat(&string), t.count_chat(&parts), "{t}");
+            let base = t.count_chat(&parts);
+            let with_images = obj(json!({"messages": [{"role": "user", "content": [
+                {"type": "text", "text": "Describe the weather today"},
+                {"type": "image_url", "image_url": {"url": "data:image/png;base64,iVBORw0KGgo=", "detail": "low"}},
+                {"type": "image_url", "image_url": {"url": "https://example.com/a.png"}},
+                {"type": "image_url", "image_url": {"url": "https://example.com/b.png", "detail": "high"}}
+            ]}]}));
+            assert_eq!(
+                t.count_chat(&with_images),
+                base + IMAGE_LOW_DETAIL_TOKENS + 2 * IMAGE_HIGH_DETAIL_TOKENS,
+                "{t}"
+            );
+            // A long base64 payload is not counted as text.
+            let audio = obj(json!({"messages": [{"role": "user", "content": [
+                {"type": "text", "text": "Describe the weather today"},
+                {"type": "input_audio", "input_audio": {"data": "UklGR".repeat(20_000), "format": "wav"}}
+            ]}]}));
+            assert_eq!(t.count_chat(&audio), base + OTHER_PART_TOKENS, "{t}");
+        }
+    }
+
+    #[test]
+    fn tool_calls_and_tool_results_are_counted() {
+        let t = Tokenizer::O200kBase;
+        let args = r#"{"location":"Paris, France","unit":"celsius"}"#;
+        let body = obj(json!({"messages": [
+            {"role": "user", "content": "Weather in Paris?"},
+            {"role": "assistant", "content": null, "tool_calls": [
+                {"id": "call_abc123", "type": "function",
+                 "function": {"name": "get_current_weather", "arguments": args}}
+            ]},
+            {"role": "tool", "tool_call_id": "call_abc123", "content": "18 degrees and sunny"}
+        ]}));
+        let expected = (3 + t.count_text("user") + t.count_text("Weather in Paris?"))
+            + (3 + t.count_text("assistant")
+                + TOKENS_PER_TOOL_CALL
+                + t.count_text("get_current_weather")
+                + t.count_text(args))
+            + (3 + t.count_text("tool")
+                + t.count_text("call_abc123")
+                + t.count_text("18 degrees and sunny"))
+            + REPLY_PRIMING;
+        assert_eq!(t.count_chat(&body), expected);
+        // Bigger arguments cost more.
+        let mut bigger = body.clone();
+        bigger["messages"][1]["tool_calls"][0]["function"]["arguments"] =
+            json!(r#"{"location":"Paris, France","unit":"celsius","days":7,"hourly":true}"#);
+        assert!(t.count_chat(&bigger) > t.count_chat(&body));
+    }
+
+    #[test]
+    fn tool_choice_and_response_format_objects_are_counted() {
+        let t = Tokenizer::Cl100kBase;
+        let base = obj(json!({"messages": [{"role": "user", "content": "hi"}]}));
+        let n = t.count_chat(&base);
+        let mut with_strings = base.clone();
+        with_strings.insert("tool_choice".into(), json!("auto"));
+        with_strings.insert("response_format".into(), json!("json"));
+        assert_eq!(t.count_chat(&with_strings), n);
+        let choice = json!({"type": "function", "function": {"name": "get_current_weather"}});
+        let format = json!({"type": "json_schema", "json_schema": {"name": "answer", "schema": {"type": "object", "properties": {"city": {"type": "string"}}}}});
+        let mut with_objects = base.clone();
+        with_objects.insert("tool_choice".into(), choice.clone());
+        with_objects.insert("response_format".into(), format.clone());
+        assert_eq!(
+            t.count_chat(&with_objects),
+            n + t.count_text(&choice.to_string()) + t.count_text(&format.to_string())
+        );
+    }
+
+    #[test]
+    fn completions_and_embeddings_prompts() {
+        let t = Tokenizer::Cl100kBase;
+        let p = |api, v: Value| t.count_prompt(api, &obj(v));
+        assert_eq!(p(ApiKind::Completions, json!({"prompt": "hello world"})), 2);
+        assert_eq!(
+            p(
+                ApiKind::Completions,
+                json!({"prompt": ["hello world", "2 + 2 = 4"]})
+            ),
+            9
+        );
+        assert_eq!(
+            p(
+                ApiKind::Completions,
+                json!({"prompt": "hello world", "suffix": "hello world"})
+            ),
+            4
+        );
+        // Token ids count as themselves.
+        assert_eq!(
+            p(ApiKind::Completions, json!({"prompt": [15339, 1917, 0]})),
+            3
+        );
+        assert_eq!(
+            p(ApiKind::Embeddings, json!({"input": [[1, 2], [3], []]})),
+            3
+        );
+        assert_eq!(p(ApiKind::Embeddings, json!({"input": "hello world"})), 2);
+        assert_eq!(
+            p(
+                ApiKind::Embeddings,
+                json!({"input": ["hello world", "hello world"]})
+            ),
+            4
+        );
+        assert_eq!(p(ApiKind::Embeddings, json!({"model": "m"})), 0);
+    }
+
+    #[test]
+    fn expected_completion_multiplies_choices() {
+        let e = |v: Value| expected_completion(&obj(v));
+        assert_eq!(e(json!({"messages": []})), None);
+        assert_eq!(e(json!({"max_tokens": 100})), Some(100));
+        assert_eq!(
+            e(json!({"max_completion_tokens": 50, "max_tokens": 100})),
+            Some(50)
+        );
+        assert_eq!(e(json!({"max_tokens": 100, "n": 3})), Some(300));
+        assert_eq!(
+            e(json!({"max_tokens": 100, "n": 2, "best_of": 5})),
+            Some(500)
+        );
+        assert_eq!(e(json!({"max_tokens": 100, "n": null})), Some(100));
+        assert_eq!(e(json!({"max_tokens": u64::MAX, "n": 2})), Some(u64::MAX));
+        assert_eq!(e(json!({"max_tokens": null})), None);
+    }
+
+    #[test]
+    fn model_families_pick_their_encoding() {
+        for m in [
+            "gpt-4o",
+            "gpt-4o-mini",
+            "gpt-4o-2024-08-06",
+            "chatgpt-4o-latest",
+            "gpt-4.1",
+            "gpt-4.1-nano",
+            "gpt-4.5-preview",
+            "gpt-5",
+            "gpt-5-mini",
+            "o1",
+            "o1-mini",
+            "o3",
+            "o3-pro",
+            "o4-mini",
+            "ft:gpt-4o-mini:acme::abc123",
+            "GPT-4o",
+            "openai/gpt-4o",
+        ] {
+            assert_eq!(Tokenizer::for_model(m), Tokenizer::O200kBase, "{m}");
+        }
+        for m in [
+            "gpt-4",
+            "gpt-4-0613",
+            "gpt-4-turbo",
+            "gpt-4-32k",
+            "gpt-3.5-turbo",
+            "gpt-3.5-turbo-0125",
+            "gpt-35-turbo",
+            "text-embedding-3-small",
+            "text-embedding-ada-002",
+            "ft:gpt-3.5-turbo-0125:acme::x",
+        ] {
+            assert_eq!(Tokenizer::for_model(m), Tokenizer::Cl100kBase, "{m}");
+        }
+        for m in [
+            "claude-3-5-haiku-latest",
+            "my-4o-mini-deployment",
+            "o1x",
+            "omni-moderation-latest",
+            "llama-3.1-70b",
+            "mistral-large",
+            "",
+            "gemini-1.5-pro",
+        ] {
+            assert_eq!(
+                Tokenizer::for_model(m),
+                Tokenizer::Approx {
+                    bytes_per_token: 3.5
+                },
+                "{m}"
+            );
+        }
+    }
+
+    #[test]
+    fn config_names_parse_and_print() {
+        for name in ["cl100k_base", "o200k_base", "approx"] {
+            let t: Tokenizer = name.parse().unwrap();
+            assert_eq!(t.name(), name);
+            assert_eq!(t.to_string(), name);
+        }
+        assert_eq!(
+            "approx".parse::<Tokenizer>().unwrap(),
+            Tokenizer::Approx {
+                bytes_per_token: DEFAULT_APPROX_BYTES_PER_TOKEN
+            }
+        );
+        let err = "p50k_base".parse::<Tokenizer>().unwrap_err();
+        assert_eq!(err.name, "p50k_base");
+        assert!(err.to_string().contains("o200k_base"));
+    }
+
+    #[test]
+    fn approx_rounds_up_per_string() {
+        let t = Tokenizer::Approx {
+            bytes_per_token: 3.5,
+        };
+        for (text, n) in [
+            ("", 0),
+            ("a", 1),
+            ("abc", 1),
+            ("abcd", 2),
+            ("abcdefg", 2),
+            ("abcdefgh", 3),
+        ] {
+            assert_eq!(t.count_text(text), n, "{text:?}");
+        }
+        // Bytes, not chars: 9 UTF-8 chars of 3 bytes = 27 bytes -> ceil(27 / 3.5) = 8.
+        assert_eq!(t.count_text("お誕生日おめでとう"), 8);
+        // A nonsensical ratio counts every byte.
+        for bad in [0.0, -1.0, f32::NAN, f32::INFINITY] {
+            assert_eq!(
+                Tokenizer::Approx {
+                    bytes_per_token: bad
+                }
+                .count_text("abcd"),
+                4
+            );
+        }
+        // Chat framing applies as for real encodings: 3 + ceil(4/3.5) + ceil(5/3.5) + 3.
+        let body = obj(json!({"messages": [{"role": "user", "content": "hello"}]}));
+        assert_eq!(t.count_chat(&body), 3 + 2 + 2 + 3);
+        // English prose: the approximation errs high compared with the real encodings.
+        let prose = "The quick brown fox jumps over the lazy dog while the gateway counts tokens.";
+        for real in BPE {
+            assert!(t.count_text(prose) > real.count_text(prose));
+        }
+    }
+
+    /// Deterministic mixed text: words, contractions, numbers, punctuation, runs of spaces,
+    /// tabs, newlines, non-Latin scripts and Unicode whitespace, in random order.
+    fn mixed_text(len: usize, seed: u64) -> String {
+        const PIECES: &[&str] = &[
+            "the",
+            " ",
+            " ",
+            "  ",
+            "   ",
+            "\n",
+            "\n\n",
+            " \n",
+            "\t",
+            "gateway",
+            "don't",
+            "we're",
+            "12345",
+            "3.14",
+            "!!",
+            "?",
+            "...",
+            "é",
+            "naïve",
+            "日本語",
+            "お誕生日",
+            "\u{3000}",
+            "\u{a0}",
+            "Ünïcödé",
+            "x/y",
+            "<|endoftext|>",
+            "'s",
+            "A",
+            "CamelCase",
+            "-",
+            "—",
+            "😀",
+            " \t ",
+            "\r\n",
+            "fn main() { }",
+            "    ",
+            "aaaaaaaaaaaaaaaaaaaa",
+        ];
+        let mut state = seed;
+        let mut out = String::with_capacity(len + 32);
+        while out.len() < len {
+            state = state
+                .wrapping_mul(6_364_136_223_846_793_005)
+                .wrapping_add(1_442_695_040_888_963_407);
+            out.push_str(PIECES[(state >> 33) as usize % PIECES.len()]);
+        }
+        out
+    }
+
+    /// Long text is encoded in segments; where a safe cut exists the count is exactly that of
+    /// encoding the whole text at once.
+    #[test]
+    fn segmented_counting_equals_whole_text_counting() {
+        for t in BPE {
+            let bpe = bpe_of(t);
+            for seed in 1..=4 {
+                let text = mixed_text(100_000, seed);
+                assert_eq!(
+                    t.count_text(&text),
+                    bpe.encode_ordinary(&text).len() as u64,
+                    "{t} seed {seed}"
+                );
+            }
+            // Prose with long paragraphs and code.
+            let prose = "Sluice counts prompt tokens before forwarding, so budgets hold.\n\n\
+                         fn main() {\n    println!(\"{}\", 42);\n}\n"
+                .repeat(2_000);
+            assert_eq!(
+                t.count_text(&prose),
+                bpe.encode_ordinary(&prose).len() as u64,
+                "{t}"
+            );
+        }
+    }
+
+    #[test]
+    fn segments_cut_only_where_the_pretokenizer_splits() {
+        let long_word = "a".repeat(MAX_SEGMENT_BYTES * 2);
+        assert_eq!(segment_len(&long_word), MAX_SEGMENT_BYTES);
+        // A space right after whitespace is not a safe cut; the one after `x` is.
+        let text = format!("x{}", " ".repeat(MAX_SEGMENT_BYTES * 2));
+        assert_eq!(segment_len(&text), 1);
+        let text = format!(
+            "{} \u{3000} y{}",
+            "b".repeat(MAX_SEGMENT_BYTES - 10),
+            "z".repeat(100)
+        );
+        assert_eq!(segment_len(&text), MAX_SEGMENT_BYTES - 10);
+        // A forced cut never splits a character.
+        let cjk = "語".repeat(MAX_SEGMENT_BYTES);
+        let cut = segment_len(&cjk);
+        assert!(cjk.is_char_boundary(cut) && cut <= MAX_SEGMENT_BYTES && cut > 0);
+    }
+
+    /// Inputs that make tiktoken-rs' regex engine panic (about 1 MiB of whitespace) or its BPE
+    /// slow (very long words) are counted without panicking, close to their real count.
+    #[test]
+    fn pathological_input_is_counted_without_panicking() {
+        const MIB: usize = 1 << 20;
+        for t in BPE {
+            let bpe = bpe_of(t);
+            for unit in [" ", "\t", "\n", "a", "^", "日"] {
+                let text = unit.repeat(MIB / unit.len() + 1) + "x";
+                let n = t.count_text(&text);
+                // Compare with a whole-text count of a smaller piece, scaled up.
+                let small = unit.repeat(64 * 1024 / unit.len());
+                let per_byte = bpe.encode_ordinary(&small).len() as f64 / small.len() as f64;
+                let expected = per_byte * text.len() as f64;
+                assert!(
+                    (n as f64) >= expected * 0.9 && (n as f64) <= expected * 1.1 + 300.0,
+                    "{t} {unit:?}: {n} vs ~{expected}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn counting_is_shared_across_threads() {
+        let text = mixed_text(20_000, 7);
+        let expected: Vec<u64> = BPE.iter().map(|t| t.count_text(&text)).collect();
+        std::thread::scope(|s| {
+            let handles: Vec<_> = (0..4)
+                .map(|_| s.spawn(|| BPE.iter().map(|t| t.count_text(&text)).collect::<Vec<_>>()))
+                .collect();
+            for h in handles {
+                assert_eq!(h.join().unwrap(), expected);
+            }
+        });
+    }
+
+    #[test]
+    fn malformed_shapes_count_what_they_can() {
+        let t = Tokenizer::O200kBase;
+        // Validation rejects these, but counting must never panic on them.
+        assert_eq!(t.count_chat(&Map::new()), REPLY_PRIMING);
+        assert_eq!(t.count_chat(&obj(json!({"messages": "hi"}))), REPLY_PRIMING);
+        assert_eq!(
+            t.count_chat(&obj(json!({"messages": [1, null]}))),
+            REPLY_PRIMING
+        );
+        assert_eq!(
+            t.count_chat(&obj(
+                json!({"messages": [{"role": "user", "content": [42, {"type": "text"}]}]})
+            )),
+            3 + t.count_text("user") + OTHER_PART_TOKENS + REPLY_PRIMING
+        );
+        assert_eq!(
+            t.count_prompt(ApiKind::Completions, &obj(json!({"prompt": 5}))),
+            0
+        );
+    }
+}
