@@ -32,7 +32,56 @@ pub(crate) struct RawConfig {
     #[serde(default)]
     pub teams: Vec<RawTeam>,
     #[serde(default)]
+    pub guardrails: RawGuardrails,
+    #[serde(default)]
     pub logs: RawLogs,
+}
+
+/// `guardrails:`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawGuardrails {
+    pub pii: Option<RawPii>,
+}
+
+/// `guardrails.pii` and `keys[].pii`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawPii {
+    #[serde(default = "default_true")]
+    pub enabled: bool,
+    #[serde(default = "default_pii_action")]
+    pub action: String,
+    pub entities: Option<Vec<String>>,
+    #[serde(default)]
+    pub actions: BTreeMap<String, String>,
+    #[serde(default = "default_pii_mode")]
+    pub mode: String,
+    #[serde(default)]
+    pub restore: bool,
+    #[serde(default)]
+    pub custom: Vec<RawCustomPii>,
+}
+
+/// `guardrails.pii.custom[]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawCustomPii {
+    pub name: String,
+    pub pattern: String,
+    pub action: Option<String>,
+}
+
+fn default_true() -> bool {
+    true
+}
+
+fn default_pii_action() -> String {
+    "redact".to_owned()
+}
+
+fn default_pii_mode() -> String {
+    "mask".to_owned()
 }
 
 /// `server:`.
@@ -221,6 +270,7 @@ pub(crate) struct RawKey {
     pub on_exceed: Option<RawOnExceed>,
     #[serde(default)]
     pub model_limits: BTreeMap<String, RawRateLimits>,
+    pub pii: Option<RawPii>,
 }
 
 /// `logs:`.

@@ -26,6 +26,8 @@ pub struct Config {
     pub keys: Vec<VirtualKey>,
     /// Teams (groups of keys sharing limits and budgets), in config order.
     pub teams: Vec<Team>,
+    /// PII policy for every key without its own (`guardrails.pii`); `None` = off.
+    pub pii: Option<PiiConfig>,
     /// Process log output.
     pub logs: LogsConfig,
 }
@@ -247,6 +249,22 @@ pub struct VirtualKey {
     pub on_exceed: OnExceed,
     /// Limits of this key on one model (`keys[].model_limits.<model>`).
     pub model_limits: BTreeMap<String, RateLimits>,
+    /// This key's own PII policy (`keys[].pii`), replacing `guardrails.pii`: `Some(None)` turns
+    /// PII handling off for the key, `None` inherits the global policy.
+    pub pii: Option<Option<PiiConfig>>,
+}
+
+/// A validated PII policy (`guardrails.pii`, `keys[].pii`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PiiConfig {
+    /// Built-in entity names with their action (`redact`, `block`, `log_only`).
+    pub entities: Vec<(String, String)>,
+    /// Named patterns: (name, regex, action).
+    pub custom: Vec<(String, String, String)>,
+    /// `mask` (`[EMAIL]`) or `pseudonym` (`<EMAIL_1>`).
+    pub mode: String,
+    /// Put pseudonymised values back into answers (pseudonym mode only).
+    pub restore: bool,
 }
 
 /// `logs:` section (process logs; one line per request).

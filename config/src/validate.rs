@@ -12,12 +12,13 @@ use url::{Host, Url};
 
 use crate::error::{ConfigError, ConfigErrors};
 use crate::raw::{
-    RawConfig, RawKey, RawLogFormat, RawLogs, RawModel, RawOnExceed, RawPrice, RawProvider,
+    RawConfig, RawKey, RawLogFormat, RawLogs, RawModel, RawOnExceed, RawPii, RawPrice, RawProvider,
     RawProviderKind, RawRateLimits, RawServer, RawState, RawTeam, RawTimeouts, MAX_THREADS,
 };
 use crate::runtime::{
-    AuthConfig, Budgets, Config, Endpoint, LogFormat, LogsConfig, Model, OnExceed, Price, Provider,
-    ProviderKind, RateLimits, ServerConfig, StateConfig, Target, Team, Timeouts, VirtualKey,
+    AuthConfig, Budgets, Config, Endpoint, LogFormat, LogsConfig, Model, OnExceed, PiiConfig,
+    Price, Provider, ProviderKind, RateLimits, ServerConfig, StateConfig, Target, Team, Timeouts,
+    VirtualKey,
 };
 use crate::Secret;
 
@@ -44,13 +45,17 @@ pub(crate) fn validate(raw: RawConfig) -> Result<Config, ConfigErrors> {
     let providers = v.providers(raw.providers);
     let models = v.models(raw.models, &provider_index);
     let teams = v.teams(raw.teams);
+    let pii = match raw.guardrails.pii {
+        None => Some(None),
+        Some(p) => v.pii("guardrails.pii", p),
+    };
     let keys = v.keys(raw.keys, &model_names, &team_names);
     let logs = v.logs(raw.logs);
 
     if !v.errors.is_empty() {
         return Err(ConfigErrors(v.errors));
     }
-    match (server, state, providers, models, keys, teams, logs) {
+    match (server, state, providers, models, keys, teams, pii, logs) {
         (
             Some(server),
             Some(state),
@@ -58,8 +63,10 @@ pub(crate) fn validate(raw: RawConfig) -> Result<Config, ConfigErrors> {
             Some(models),
             Some(keys),
             Some(teams),
+            Some(pii),
             Some(logs),
         ) => Ok(Config {
+            pii,
             server,
             auth,
             state,
@@ -459,6 +466,109 @@ impl Validator {
         })
     }
 
+    /// A PII policy; `Some(None)` when `enabled: false`.
+    fn pii(&mut self, path: &str, raw: RawPii) -> Option<Option<PiiConfig>> {
+        if !raw.enabled {
+            return Some(None);
+        }
+        let mut ok = true;
+        let check_action = |v: &mut Self, here: String, action: &str| {
+            if !PII_ACTIONS.contains(&action) {
+                v.error(
+                    here,
+                    format!("unknown action `{action}`; use redact, block or log_only"),
+                );
+                false
+            } else {
+                true
+            }
+        };
+        ok &= check_action(self, format!("{path}.action"), &raw.action);
+        let names: Vec<String> = match raw.entities {
+            Some(list) => list,
+            None => PII_ENTITIES.iter().map(|e| (*e).to_owned()).collect(),
+        };
+        let mut entities = Vec::with_capacity(names.len());
+        let mut seen = HashSet::new();
+        for (i, name) in names.iter().enumerate() {
+            if !PII_ENTITIES.contains(&name.as_str()) {
+                self.error(
+                    format!("{path}.entities[{i}]"),
+                    format!("unknown entity `{name}`; use {}", PII_ENTITIES.join(", ")),
+                );
+                ok = false;
+            } else if !seen.insert(name.clone()) {
+                self.error(
+                    format!("{path}.entities[{i}]"),
+                    format!("`{name}` is listed twice"),
+                );
+                ok = false;
+            }
+            let action = raw.actions.get(name).unwrap_or(&raw.action).clone();
+            entities.push((name.clone(), action));
+        }
+        for (name, action) in &raw.actions {
+            if !names.contains(name) {
+                self.error(
+                    format!("{path}.actions.{name}"),
+                    format!("`{name}` is not in {path}.entities"),
+                );
+                ok = false;
+            }
+            ok &= check_action(self, format!("{path}.actions.{name}"), action);
+        }
+        let mode = raw.mode.clone();
+        if mode != "mask" && mode != "pseudonym" {
+            self.error(
+                format!("{path}.mode"),
+                format!("unknown mode `{mode}`; use mask or pseudonym"),
+            );
+            ok = false;
+        }
+        if raw.restore && mode != "pseudonym" {
+            self.error(format!("{path}.restore"), "restore needs mode: pseudonym");
+            ok = false;
+        }
+        let mut custom = Vec::with_capacity(raw.custom.len());
+        for (i, c) in raw.custom.iter().enumerate() {
+            let here = format!("{path}.custom[{i}]");
+            let action = c.action.clone().unwrap_or_else(|| raw.action.clone());
+            ok &= check_action(self, format!("{here}.action"), &action);
+            let valid_name = !c.name.is_empty()
+                && c.name.len() <= 64
+                && c.name.starts_with(|ch: char| ch.is_ascii_lowercase())
+                && c.name
+                    .chars()
+                    .all(|ch| ch.is_ascii_lowercase() || ch.is_ascii_digit() || ch == '_');
+            if !valid_name || PII_ENTITIES.contains(&c.name.as_str()) {
+                self.error(
+                    format!("{here}.name"),
+                    "use lowercase letters, digits and `_`, starting with a letter, not a built-in entity name",
+                );
+                ok = false;
+            }
+            match regex::Regex::new(&c.pattern) {
+                Ok(re) if re.is_match("") => {
+                    self.error(format!("{here}.pattern"), "matches the empty string");
+                    ok = false;
+                }
+                Ok(_) => {}
+                Err(e) => {
+                    self.error(format!("{here}.pattern"), format!("invalid regex: {e}"));
+                    ok = false;
+                }
+            }
+            custom.push((c.name.clone(), c.pattern.clone(), action));
+        }
+        Some(Some(PiiConfig {
+            entities,
+            custom,
+            mode,
+            restore: raw.restore,
+        }))
+        .filter(|_| ok)
+    }
+
     fn teams(&mut self, raw: Vec<RawTeam>) -> Option<Vec<Team>> {
         let mut seen: HashMap<String, usize> = HashMap::new();
         let mut out = Vec::with_capacity(raw.len());
@@ -593,6 +703,10 @@ impl Validator {
             let limits = self.limits3(&path, key.rpm, key.tpm, key.max_concurrent);
             let budgets = self.budgets(&path, key.budget_usd_per_day, key.budget_usd_per_month);
             let max_tokens = self.check(format!("{path}.max_tokens"), positive_opt(key.max_tokens));
+            let pii = match key.pii.clone() {
+                None => Some(None),
+                Some(p) => self.pii(&format!("{path}.pii"), p).map(Some),
+            };
             let mut model_limits = BTreeMap::new();
             for (model, raw_limits) in &key.model_limits {
                 let here = format!("{path}.model_limits.{model}");
@@ -608,23 +722,30 @@ impl Validator {
                 }
             }
 
-            match (id, digest, limits, budgets, max_tokens) {
-                (Some(id), Some(digest), Some(limits), Some(budgets), Some(max_tokens)) => out
-                    .push(VirtualKey {
-                        id,
-                        digest,
-                        models: key.models,
-                        disabled: key.disabled,
-                        team: key.team,
-                        limits,
-                        budgets,
-                        max_tokens,
-                        on_exceed: match key.on_exceed {
-                            None | Some(RawOnExceed::Clamp) => OnExceed::Clamp,
-                            Some(RawOnExceed::Reject) => OnExceed::Reject,
-                        },
-                        model_limits,
-                    }),
+            match (id, digest, limits, budgets, max_tokens, pii) {
+                (
+                    Some(id),
+                    Some(digest),
+                    Some(limits),
+                    Some(budgets),
+                    Some(max_tokens),
+                    Some(pii),
+                ) => out.push(VirtualKey {
+                    id,
+                    digest,
+                    models: key.models,
+                    disabled: key.disabled,
+                    team: key.team,
+                    limits,
+                    budgets,
+                    max_tokens,
+                    on_exceed: match key.on_exceed {
+                        None | Some(RawOnExceed::Clamp) => OnExceed::Clamp,
+                        Some(RawOnExceed::Reject) => OnExceed::Reject,
+                    },
+                    model_limits,
+                    pii,
+                }),
                 _ => ok = false,
             }
         }
@@ -642,6 +763,20 @@ impl Validator {
         })
     }
 }
+
+/// Built-in PII entity names.
+const PII_ENTITIES: &[&str] = &[
+    "email",
+    "phone",
+    "credit_card",
+    "ssn",
+    "iban",
+    "ip_address",
+    "secret",
+];
+
+/// PII actions.
+const PII_ACTIONS: &[&str] = &["redact", "block", "log_only"];
 
 /// `None` or a value ≥ 1.
 fn positive_opt(value: Option<u64>) -> Result<Option<u64>, String> {

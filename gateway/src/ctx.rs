@@ -73,6 +73,8 @@ pub struct RequestCtx {
     pub streamed_text: Option<String>,
     /// Usage was settled and booked.
     pub settled: bool,
+    /// Pseudonyms to put back into the answer (`restore: true`).
+    pub pseudonyms: Option<Arc<sluice_policies::pii::PseudonymMap>>,
 }
 
 impl RequestCtx {
@@ -100,6 +102,7 @@ impl RequestCtx {
             prompt_tokens: 0,
             streamed_text: None,
             settled: false,
+            pseudonyms: None,
         }
     }
 

@@ -101,6 +101,12 @@ pub enum GatewayError {
         /// The most it may ask for.
         allowed: u64,
     },
+    /// A PII policy with `block` matched (names the entity type only).
+    #[error("request blocked by PII policy: it contains {entity}")]
+    PiiBlocked {
+        /// Entity type (`email`, `credit_card`, or a custom pattern name).
+        entity: String,
+    },
     /// The client went away; nothing can be sent.
     #[error("client closed the connection")]
     ClientClosed,
@@ -220,6 +226,9 @@ impl GatewayError {
                 "max_tokens_exceeded",
                 "bad_request",
             ),
+            Self::PiiBlocked { .. } => {
+                s(400, "invalid_request_error", "pii_detected", "pii_blocked")
+            }
             Self::ClientClosed => s(
                 499,
                 "invalid_request_error",
@@ -236,6 +245,7 @@ impl GatewayError {
             Self::Policy(
                 PolicyError::InvalidField { param, .. } | PolicyError::MissingField { param },
             ) => Some(param),
+            Self::PiiBlocked { .. } => Some("messages"),
             Self::MaxTokensExceeded { .. } | Self::MaxTokensRequired { .. } => Some("max_tokens"),
             Self::Policy(PolicyError::ModelNotAllowed { .. }) | Self::ModelNotFound { .. } => {
                 Some("model")

@@ -104,10 +104,14 @@ async fn serve_mock(
     let mut resp = ResponseHeader::build(200, Some(4)).map_err(internal)?;
     resp.insert_header(header::CONTENT_TYPE, answer.content_type)
         .map_err(internal)?;
+    let mut rewrite = ctx
+        .pseudonyms
+        .take()
+        .map(|m| Rewrite::new(m, parsed.stream));
     if parsed.stream {
         resp.insert_header(header::CACHE_CONTROL, "no-cache")
             .map_err(internal)?;
-    } else {
+    } else if rewrite.is_none() {
         let len: usize = answer.chunks.iter().map(Bytes::len).sum();
         resp.insert_header(header::CONTENT_LENGTH, len.to_string())
             .map_err(internal)?;
@@ -127,6 +131,20 @@ async fn serve_mock(
         if i == last {
             crate::observe::settle(shared, ctx);
         }
+        let mut chunk = match rewrite.as_mut() {
+            Some(r) => r.push(&chunk),
+            None => chunk,
+        };
+        if i == last {
+            if let Some(r) = rewrite.take() {
+                let mut all = chunk.to_vec();
+                all.extend_from_slice(&r.finish());
+                chunk = Bytes::from(all);
+            }
+        }
+        if chunk.is_empty() {
+            continue;
+        }
         session
             .write_response_body(Some(chunk), false)
             .await
@@ -136,6 +154,36 @@ async fn serve_mock(
         .write_response_body(None, true)
         .await
         .map_err(|_| GatewayError::ClientClosed)
+}
+
+/// Rewrites an answer on its way to the client: puts pseudonymised PII back (PII `restore`).
+enum Rewrite {
+    Json(crate::restore::JsonRestore),
+    Sse(crate::restore::SseRestore),
+}
+
+impl Rewrite {
+    fn new(map: std::sync::Arc<sluice_policies::pii::PseudonymMap>, sse: bool) -> Self {
+        if sse {
+            Self::Sse(crate::restore::SseRestore::new(map))
+        } else {
+            Self::Json(crate::restore::JsonRestore::new(map))
+        }
+    }
+
+    fn push(&mut self, chunk: &[u8]) -> Bytes {
+        match self {
+            Self::Json(r) => r.push(chunk),
+            Self::Sse(r) => r.push(chunk),
+        }
+    }
+
+    fn finish(self) -> Bytes {
+        match self {
+            Self::Json(r) => r.finish(),
+            Self::Sse(r) => r.finish(),
+        }
+    }
 }
 
 /// Take the provider's usage (or, for a stream without usage, its text) into the context.
@@ -345,6 +393,15 @@ async fn call_openai(
         resp.insert_header(header::CACHE_CONTROL, "no-cache")
             .map_err(internal)?;
     }
+    let mut rewrite = ctx
+        .pseudonyms
+        .take()
+        .filter(|_| status.is_success())
+        .map(|m| Rewrite::new(m, is_sse));
+    if rewrite.is_some() {
+        // Restored values change the length.
+        resp.remove_header(&header::CONTENT_LENGTH);
+    }
     respond::write_header(session, ctx, resp, shared.is_draining(), false)
         .await
         .map_err(|_| GatewayError::ClientClosed)?;
@@ -398,16 +455,21 @@ async fn call_openai(
         }
         ctx.mark_first_byte();
         let done = upstream.response_done();
+        let chunk = match rewrite.as_mut() {
+            Some(r) => r.push(&chunk),
+            None => chunk,
+        };
         if done {
             // Settle before the client can see the end of the answer, so a client that sends
             // its next request at once finds its unused capacity already returned.
             record_usage(ctx, observer.as_mut(), json_buf.as_deref());
             crate::observe::settle(shared, ctx);
         }
-        if session
-            .write_response_body(Some(chunk), false)
-            .await
-            .is_err()
+        if !chunk.is_empty()
+            && session
+                .write_response_body(Some(chunk), false)
+                .await
+                .is_err()
         {
             upstream.shutdown().await;
             return Err(GatewayError::ClientClosed);
@@ -442,6 +504,12 @@ async fn call_openai(
                 .await;
         }
         return Err(err);
+    }
+    if let Some(tail) = rewrite.map(Rewrite::finish).filter(|t| !t.is_empty()) {
+        session
+            .write_response_body(Some(tail), false)
+            .await
+            .map_err(|_| GatewayError::ClientClosed)?;
     }
     session
         .write_response_body(None, true)

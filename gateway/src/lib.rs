@@ -22,6 +22,7 @@ pub mod pipeline;
 pub mod proxy;
 pub mod reload;
 pub mod respond;
+pub mod restore;
 pub mod server;
 pub mod shutdown;
 pub mod state;

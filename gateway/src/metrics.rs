@@ -35,6 +35,8 @@ pub struct Metrics {
     pub ratelimit_rejections: IntCounterVec,
     /// `sluice_cost_usd_total{key,model}`
     pub cost_usd: CounterVec,
+    /// `sluice_guardrail_detections_total{entity,action}`
+    pub guardrail_detections: IntCounterVec,
 }
 
 /// Latency buckets from 1 ms to 5 min, for whole requests and upstream calls.
@@ -130,6 +132,14 @@ impl Metrics {
             ),
             &["key", "model"],
         )?;
+        let guardrail_detections = IntCounterVec::new(
+            Opts::new(
+                "sluice_guardrail_detections_total",
+                "PII found in requests, by entity and the action taken (redact, block, log_only).",
+            ),
+            &["entity", "action"],
+        )?;
+        registry.register(Box::new(guardrail_detections.clone()))?;
         registry.register(Box::new(ratelimit_rejections.clone()))?;
         registry.register(Box::new(cost_usd.clone()))?;
         registry.register(Box::new(requests.clone()))?;
@@ -162,6 +172,7 @@ impl Metrics {
             build_info,
             ratelimit_rejections,
             cost_usd,
+            guardrail_detections,
         })
     }
 

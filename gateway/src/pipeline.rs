@@ -134,12 +134,54 @@ pub async fn handle(
             ctx.model = Some(Arc::clone(&route.model));
             ctx.provider = Some(Arc::clone(&route.deployment.name));
             ctx.route = Some(Arc::clone(route));
+            guard(shared, &rt, &principal, &mut parsed, ctx)?;
             let admitted = admission::admit(shared, &rt, &principal, route, api, &mut parsed)?;
             ctx.rate_headers = admitted.headers;
             ctx.clamped = admitted.clamped;
             ctx.prompt_tokens = admitted.prompt_tokens;
             ctx.reservation = admitted.reservation;
             forward::forward(shared, route, api, parsed, session, ctx).await
+        }
+    }
+}
+
+/// PII guardrails (before anything is counted, cached or forwarded): redact, pseudonymise or
+/// block per the key's policy, and count detections.
+fn guard(
+    shared: &Shared,
+    rt: &Runtime,
+    principal: &Principal,
+    parsed: &mut sluice_policies::openai::ParsedRequest,
+    ctx: &mut RequestCtx,
+) -> Result<(), GatewayError> {
+    let Some(g) = rt.guardrail_for(&principal.key_id) else {
+        return Ok(());
+    };
+    let mut map = sluice_policies::pii::PseudonymMap::new();
+    let counts = match g.policy.apply_to_chat(&mut parsed.body, &mut map) {
+        Ok(report) => report.counts,
+        Err(blocked) => {
+            count_detections(shared, &blocked.counts);
+            return Err(GatewayError::PiiBlocked {
+                entity: blocked.entity.as_str().to_owned(),
+            });
+        }
+    };
+    count_detections(shared, &counts);
+    if g.restore && !map.is_empty() {
+        ctx.pseudonyms = Some(Arc::new(map));
+    }
+    Ok(())
+}
+
+fn count_detections(shared: &Shared, counts: &sluice_policies::pii::Counts) {
+    for (entity, action, n) in counts.iter() {
+        if n > 0 {
+            shared
+                .metrics
+                .guardrail_detections
+                .with_label_values(&[entity.as_str(), action.as_str()])
+                .inc_by(u64::from(n));
         }
     }
 }

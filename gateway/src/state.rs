@@ -17,6 +17,7 @@ use sluice_config::{Config, Endpoint, ProviderKind, RateLimits, Team, Timeouts};
 use sluice_policies::cost::Price;
 use sluice_policies::keys::KeyStore;
 use sluice_policies::limits::LocalLimiter;
+use sluice_policies::pii::{Action, CustomSpec, Entity, PiiPolicy, PiiSpec, RedactMode};
 use sluice_policies::tokens::Tokenizer;
 
 use crate::metrics::Metrics;
@@ -39,6 +40,10 @@ pub struct Runtime {
     pub model_names: Vec<String>,
     /// Teams by name.
     pub teams: HashMap<String, Team>,
+    /// PII policy of keys without their own (`guardrails.pii`).
+    pub pii: Option<Arc<Guardrail>>,
+    /// Keys with their own PII policy (`None` = off for that key).
+    pub key_pii: HashMap<String, Option<Arc<Guardrail>>>,
     /// Increases by one on every successful reload.
     pub generation: u64,
     /// When this runtime was built (unix seconds; `created` in `GET /v1/models`).
@@ -98,7 +103,60 @@ pub struct OpenAiUpstream {
     pub headers: Vec<(HeaderName, HeaderValue)>,
 }
 
+/// A compiled PII policy and whether answers get pseudonyms restored.
+pub struct Guardrail {
+    /// The recognizers and actions.
+    pub policy: PiiPolicy,
+    /// `restore: true` (pseudonym mode).
+    pub restore: bool,
+}
+
+fn guardrail(cfg: &sluice_config::PiiConfig) -> Result<Guardrail, String> {
+    let entities = cfg
+        .entities
+        .iter()
+        .map(|(e, a)| {
+            Ok((
+                e.parse::<Entity>().map_err(|e| e.to_string())?,
+                a.parse::<Action>().map_err(|e| e.to_string())?,
+            ))
+        })
+        .collect::<Result<Vec<_>, String>>()?;
+    let custom = cfg
+        .custom
+        .iter()
+        .map(|(name, pattern, action)| {
+            Ok(CustomSpec {
+                name: name.clone(),
+                pattern: pattern.clone(),
+                action: action.parse::<Action>().map_err(|e| e.to_string())?,
+            })
+        })
+        .collect::<Result<Vec<_>, String>>()?;
+    let spec = PiiSpec {
+        entities,
+        custom,
+        mode: if cfg.mode == "pseudonym" {
+            RedactMode::Pseudonym
+        } else {
+            RedactMode::Mask
+        },
+    };
+    Ok(Guardrail {
+        policy: PiiPolicy::new(&spec).map_err(|e| e.to_string())?,
+        restore: cfg.restore,
+    })
+}
+
 impl Runtime {
+    /// The PII policy for a key (`None` = no PII handling).
+    pub fn guardrail_for(&self, key_id: &str) -> Option<&Arc<Guardrail>> {
+        match self.key_pii.get(key_id) {
+            Some(own) => own.as_ref(),
+            None => self.pii.as_ref(),
+        }
+    }
+
     /// Compile a validated config. Resolves provider host names (bounded in time).
     pub async fn build(config: Config, generation: u64) -> Result<Self, String> {
         let mut deployments = Vec::with_capacity(config.providers.len());
@@ -188,7 +246,27 @@ impl Runtime {
                 }),
             );
         }
+        let pii = match &config.pii {
+            Some(cfg) => Some(Arc::new(
+                guardrail(cfg).map_err(|e| format!("guardrails.pii: {e}"))?,
+            )),
+            None => None,
+        };
+        let mut key_pii = HashMap::new();
+        for k in &config.keys {
+            if let Some(own) = &k.pii {
+                let g = match own {
+                    Some(cfg) => Some(Arc::new(
+                        guardrail(cfg).map_err(|e| format!("keys {}: pii: {e}", k.id))?,
+                    )),
+                    None => None,
+                };
+                key_pii.insert(k.id.clone(), g);
+            }
+        }
         Ok(Self {
+            pii,
+            key_pii,
             keys: KeyStore::new(&config.keys),
             model_names: config.models.iter().map(|m| m.name.clone()).collect(),
             teams: config

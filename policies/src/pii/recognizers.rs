@@ -533,32 +533,32 @@ fn wordy(seg: &[u8]) -> bool {
 pub(super) fn word_fraction(tok: &[u8]) -> f64 {
     let mut letters = 0usize;
     let mut in_words = 0usize;
-    let mut start = 0;
+    let mut seg_start: Option<usize> = None;
     for i in 0..=tok.len() {
-        let split = match (i.checked_sub(1).map(|j| tok[j]), tok.get(i)) {
-            (_, None) => true,
-            (_, Some(c)) if !c.is_ascii_alphanumeric() => true,
-            (None, _) => false,
-            (Some(p), Some(c)) => {
-                !p.is_ascii_alphanumeric()
-                    || (p.is_ascii_lowercase() && c.is_ascii_uppercase())
-                    || (p.is_ascii_alphabetic() != c.is_ascii_alphabetic())
-            }
-        };
-        if split {
-            let seg = &tok[start..i];
-            let seg = seg.strip_prefix(b"").unwrap_or(seg);
-            let seg: &[u8] = match seg.first() {
-                Some(c) if !c.is_ascii_alphanumeric() => &seg[1..],
-                _ => seg,
+        let c = tok.get(i).copied();
+        if let Some(s) = seg_start {
+            // An open segment means tok[i - 1] is alphanumeric.
+            let p = tok[i - 1];
+            let boundary = match c {
+                None => true,
+                Some(c) => {
+                    !c.is_ascii_alphanumeric()
+                        || (p.is_ascii_lowercase() && c.is_ascii_uppercase())
+                        || p.is_ascii_alphabetic() != c.is_ascii_alphabetic()
+                }
             };
-            if wordy(seg) {
-                in_words += seg.len();
+            if boundary {
+                if wordy(&tok[s..i]) {
+                    in_words += i - s;
+                }
+                seg_start = None;
             }
-            start = i;
         }
-        if let Some(c) = tok.get(i) {
-            letters += usize::from(c.is_ascii_alphabetic());
+        if let Some(c) = c {
+            if c.is_ascii_alphanumeric() {
+                letters += usize::from(c.is_ascii_alphabetic());
+                seg_start.get_or_insert(i);
+            }
         }
     }
     if letters == 0 {
