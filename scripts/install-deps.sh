@@ -10,6 +10,7 @@
 # Provides:
 #   * cmake, pkg-config, a C/C++ compiler, make   (native parts of the Rust build)
 #   * wrk                                         (HTTP load generator for benches/load.sh)
+#   * redis-server, redis-cli                     (shared-state tests: a real Redis on loopback)
 #   * python3 with a working `venv`               (python3-venv when `python3 -m venv` fails)
 #   * .cache/venv with the pinned packages of tests/python/requirements.txt (openai SDK)
 set -euo pipefail
@@ -55,11 +56,13 @@ need_cmd make make
 need_cmd cc gcc
 need_cmd c++ g++
 need_cmd wrk wrk
+need_cmd redis-server redis-server
+need_cmd redis-cli redis-tools
 need_cmd python3 python3
 if [ "${#missing[@]}" -gt 0 ]; then
     apt_install "${missing[@]}"
 else
-    log "system tools present (cmake, pkg-config, make, cc, c++, wrk, python3)"
+    log "system tools present (cmake, pkg-config, make, cc, c++, wrk, redis-server, redis-cli, python3)"
 fi
 
 command -v cargo >/dev/null 2>&1 \

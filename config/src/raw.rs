@@ -122,12 +122,38 @@ impl Default for RawAuth {
 pub(crate) struct RawState {
     #[serde(default = "default_state_backend")]
     pub backend: String,
+    pub redis_url: Option<Secret<String>>,
+    #[serde(default = "default_true")]
+    pub fail_open: bool,
+    #[serde(default = "default_replicas")]
+    pub replicas: u64,
+    #[serde(default = "default_state_timeout")]
+    pub timeout: HumanDuration,
+    #[serde(default = "default_key_prefix")]
+    pub key_prefix: String,
+}
+
+fn default_replicas() -> u64 {
+    1
+}
+
+fn default_state_timeout() -> HumanDuration {
+    HumanDuration(Duration::from_millis(50))
+}
+
+fn default_key_prefix() -> String {
+    "sluice".to_owned()
 }
 
 impl Default for RawState {
     fn default() -> Self {
         Self {
             backend: default_state_backend(),
+            redis_url: None,
+            fail_open: true,
+            replicas: default_replicas(),
+            timeout: default_state_timeout(),
+            key_prefix: default_key_prefix(),
         }
     }
 }

@@ -73,6 +73,24 @@ pub struct AuthConfig {
 pub enum StateConfig {
     /// In-process state (`backend: memory`), the default.
     Memory,
+    /// Limits, budgets and usage shared by every replica through Redis (`backend: redis`).
+    Redis(RedisState),
+}
+
+/// `state: { backend: redis, ... }`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RedisState {
+    /// `redis://[user:pass@]host:port[/db]` or `rediss://` (`state.redis_url`).
+    pub url: Secret<String>,
+    /// Redis unreachable: `true` (default) falls back to local limits divided by `replicas`;
+    /// `false` refuses requests with 503.
+    pub fail_open: bool,
+    /// How many replicas share the limits (`state.replicas`, default 1).
+    pub replicas: u64,
+    /// Longest wait for one Redis call on the request path (`state.timeout`, default 50ms).
+    pub timeout: Duration,
+    /// Prefix of every Redis key (`state.key_prefix`, default `sluice`).
+    pub key_prefix: String,
 }
 
 /// One provider deployment (`providers[]`).

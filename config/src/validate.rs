@@ -163,13 +163,61 @@ impl Validator {
 
     fn state(&mut self, raw: RawState) -> Option<StateConfig> {
         match raw.backend.as_str() {
-            "memory" => Some(StateConfig::Memory),
+            "memory" => {
+                if raw.redis_url.is_some() {
+                    self.error("state.redis_url", "only used with `backend: redis`");
+                    return None;
+                }
+                Some(StateConfig::Memory)
+            }
+            "redis" => {
+                let mut ok = true;
+                let url = match raw.redis_url {
+                    Some(u)
+                        if u.expose().starts_with("redis://")
+                            || u.expose().starts_with("rediss://") =>
+                    {
+                        Some(u)
+                    }
+                    Some(_) => {
+                        self.error("state.redis_url", "must start with redis:// or rediss://");
+                        None
+                    }
+                    None => {
+                        self.error("state.redis_url", "required with `backend: redis`");
+                        None
+                    }
+                };
+                if raw.replicas == 0 || raw.replicas > 10_000 {
+                    self.error("state.replicas", "must be between 1 and 10000");
+                    ok = false;
+                }
+                if raw.timeout.0.is_zero() {
+                    self.error("state.timeout", "must be greater than zero");
+                    ok = false;
+                }
+                if raw.key_prefix.is_empty() || raw.key_prefix.contains(['{', '}', ' ']) {
+                    self.error(
+                        "state.key_prefix",
+                        "must be non-empty without braces or spaces",
+                    );
+                    ok = false;
+                }
+                let url = url?;
+                ok.then(|| {
+                    StateConfig::Redis(crate::runtime::RedisState {
+                        url,
+                        fail_open: raw.fail_open,
+                        replicas: raw.replicas,
+                        timeout: raw.timeout.0,
+                        key_prefix: raw.key_prefix,
+                    })
+                })
+            }
             other => {
                 self.error(
                     "state.backend",
-                    format!(
-                        "`{other}` is not supported by this build yet (supported backends: `memory`)"
-                    ),
+                    format!("unknown backend `{other}` (use `memory` or `redis`)"),
                 );
                 None
             }

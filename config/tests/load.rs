@@ -527,10 +527,7 @@ logs: { level: " " }
         ("server.admin_listen", "must differ from server.listen"),
         ("server.max_body_bytes", "at least 1024"),
         ("server.threads", "between 1 and 256"),
-        (
-            "state.backend",
-            "`redis` is not supported by this build yet",
-        ),
+        ("state.redis_url", "required with `backend: redis`"),
         ("providers[0].name", "invalid provider name `OpenAI`"),
         ("providers[0].base_url", "required for kind `openai`"),
         ("providers[1].base_url", "not allowed for kind `mock`"),
@@ -973,4 +970,30 @@ fn limit_errors_are_all_reported() {
     let (path, _, _) =
         parse_error(&LIMITS_CONFIG.replace("max_concurrent: 50", "max_concurent: 50"));
     assert_eq!(path, "models[0].limits.max_concurent");
+}
+
+#[test]
+fn redis_state_loads_with_defaults_and_checks_its_fields() {
+    let base = LIMITS_CONFIG.replace(
+        "providers:",
+        "state: { backend: redis, redis_url: \"redis://127.0.0.1:6379\", replicas: 3 }\nproviders:",
+    );
+    let c = load_ok(&base);
+    let sluice_config::StateConfig::Redis(r) = &c.state else {
+        panic!("not redis: {:?}", c.state)
+    };
+    assert_eq!(r.url.expose(), "redis://127.0.0.1:6379");
+    assert!(r.fail_open);
+    assert_eq!(r.replicas, 3);
+    assert_eq!(r.timeout, Duration::from_millis(50));
+    assert_eq!(r.key_prefix, "sluice");
+    let bad = base
+        .replace("redis://127.0.0.1:6379", "http://x")
+        .replace("replicas: 3", "replicas: 0");
+    let errors = invalid(&load_err(&bad));
+    let paths: Vec<&str> = errors.iter().map(|(p, _)| p.as_str()).collect();
+    assert!(
+        paths.contains(&"state.redis_url") && paths.contains(&"state.replicas"),
+        "{errors:?}"
+    );
 }

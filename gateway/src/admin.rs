@@ -43,7 +43,7 @@ impl Admin {
 
 impl Admin {
     /// `GET /admin/usage?key=ID&day=YYYY-MM-DD` (both optional; day defaults to today, UTC).
-    fn usage(&self, query: &str) -> Response<Vec<u8>> {
+    async fn usage(&self, query: &str) -> Response<Vec<u8>> {
         let mut key = None;
         let mut day = None;
         for pair in query.split('&').filter(|p| !p.is_empty()) {
@@ -65,7 +65,17 @@ impl Admin {
         }
         let today = sluice_policies::limits::day_of(sluice_policies::limits::now_micros());
         let (day, label) = day.unwrap_or((today, String::new()));
-        let rows = self.shared.ledger.query(key.as_deref(), day);
+        let shared_rows = if self.shared.limiter.is_shared() {
+            crate::ledger::query_shared(&self.shared.limiter, key.as_deref(), day).await
+        } else {
+            None
+        };
+        let source = if shared_rows.is_some() {
+            "redis"
+        } else {
+            "local"
+        };
+        let rows = shared_rows.unwrap_or_else(|| self.shared.ledger.query(key.as_deref(), day));
         let keys: serde_json::Map<String, serde_json::Value> = rows
             .into_iter()
             .map(|(k, u)| {
@@ -80,7 +90,7 @@ impl Admin {
                 )
             })
             .collect();
-        let body = json!({"day_number": day, "day": label, "keys": keys});
+        let body = json!({"day_number": day, "day": label, "source": source, "keys": keys});
         reply(
             StatusCode::OK,
             "application/json",
@@ -123,7 +133,10 @@ impl ServeHttp for Admin {
                 let (status, body) = self.readiness();
                 reply(status, "application/json", body)
             }
-            "/admin/usage" => self.usage(req.uri.query().unwrap_or("")),
+            "/admin/usage" => {
+                let query = req.uri.query().unwrap_or("").to_owned();
+                self.usage(&query).await
+            }
             _ => reply(StatusCode::NOT_FOUND, "text/plain", b"not found\n".to_vec()),
         }
     }

@@ -10,12 +10,11 @@ use serde_json::Value;
 use sluice_config::OnExceed;
 use sluice_policies::cost::{self, Price};
 use sluice_policies::keys::Principal;
-use sluice_policies::limits::{
-    now_micros, Admission, Demand, Kind, Limit, RateHeaders, Rejection, Scope,
-};
+use sluice_policies::limits::{Demand, Kind, Limit, RateHeaders, Rejection, Scope};
 use sluice_policies::openai::{ApiKind, ParsedRequest};
 
 use crate::error::GatewayError;
+use crate::limiter::{Grant, ReserveError};
 use crate::state::{Route, Runtime, Shared};
 
 /// Completion reserved when neither the request, the key nor the model bounds it.
@@ -64,32 +63,24 @@ pub fn limits_for(rt: &Runtime, principal: &Principal, route: &Route) -> Vec<Lim
 }
 
 /// A held reservation. Settles exactly once: with [`Reservation::settle`], or on drop with
-/// whatever usage was recorded (none if the provider was never reached).
+/// nothing consumed (the provider was never reached, or the client went away before usage was
+/// known), so capacity never leaks.
 #[must_use]
 pub struct Reservation {
     shared: Arc<Shared>,
     limits: Vec<Limit>,
-    admission: Admission,
+    grant: Option<Grant>,
     reserved: Demand,
-    settled: bool,
 }
 
 impl Reservation {
     /// Settle with the real usage.
-    pub fn settle(mut self, actual: Demand) {
-        self.settle_inner(actual);
-    }
-
-    fn settle_inner(&mut self, actual: Demand) {
-        if !self.settled {
-            self.settled = true;
-            self.shared.limiter.settle(
-                &self.limits,
-                &self.admission,
-                self.reserved,
-                actual,
-                now_micros(),
-            );
+    pub async fn settle(mut self, actual: Demand) {
+        if let Some(grant) = self.grant.take() {
+            self.shared
+                .limiter
+                .settle(&self.limits, grant, self.reserved, actual)
+                .await;
         }
     }
 
@@ -101,9 +92,12 @@ impl Reservation {
 
 impl Drop for Reservation {
     fn drop(&mut self) {
-        // Dropped without a settle: the request ended before usage was known (client gone,
-        // error before the provider answered). Nothing was consumed that we know of.
-        self.settle_inner(Demand::default());
+        if let Some(grant) = self.grant.take() {
+            let limits = std::mem::take(&mut self.limits);
+            self.shared
+                .limiter
+                .settle_detached(limits, grant, self.reserved, Demand::default());
+        }
     }
 }
 
@@ -177,7 +171,7 @@ pub fn limit_label(limit: &Limit) -> &'static str {
 }
 
 /// Count, bound and reserve. May rewrite the completion cap in `parsed.body`.
-pub fn admit(
+pub async fn admit(
     shared: &Arc<Shared>,
     rt: &Runtime,
     principal: &Principal,
@@ -233,8 +227,7 @@ pub fn admit(
             (None, None) => DEFAULT_COMPLETION_RESERVE,
         };
         if let Some(price) = &route.price {
-            let budget_left = budget_left(shared, &limits);
-            if let Some(left) = budget_left {
+            if let Some(left) = shared.limiter.budget_left(&limits).await {
                 let prompt_cost = cost::worst_case_micros(price, prompt_tokens, 0);
                 let affordable = affordable_tokens(price, left.saturating_sub(prompt_cost)) / n;
                 if affordable == 0 {
@@ -275,43 +268,31 @@ pub fn admit(
             prompt_tokens,
         });
     }
-    let admission = shared
-        .limiter
-        .reserve(&limits, demand, now_micros())
-        .map_err(|r| {
+    let on_error = || shared.metrics.state_errors.inc();
+    let grant = match shared.limiter.reserve(&limits, demand, on_error).await {
+        Ok(g) => g,
+        Err(ReserveError::Rejected(r)) => {
             shared
                 .metrics
                 .ratelimit_rejections
                 .with_label_values(&[limit_label(&r.limit)])
                 .inc();
-            rejection_error(&r)
-        })?;
-    let headers = admission.headers;
+            return Err(rejection_error(&r));
+        }
+        Err(ReserveError::Unavailable) => return Err(GatewayError::StateUnavailable),
+    };
+    let headers = grant.admission.headers;
     Ok(Admitted {
         reservation: Some(Reservation {
             shared: Arc::clone(shared),
             limits,
-            admission,
+            grant: Some(grant),
             reserved: demand,
-            settled: false,
         }),
         headers,
         clamped,
         prompt_tokens,
     })
-}
-
-/// The smallest budget headroom among the budget limits, in micro-USD.
-fn budget_left(shared: &Shared, limits: &[Limit]) -> Option<u64> {
-    let now = now_micros();
-    limits
-        .iter()
-        .filter(|l| l.kind.is_budget())
-        .map(|l| {
-            l.max
-                .saturating_sub(shared.limiter.spent(&l.scope, l.kind, now))
-        })
-        .min()
 }
 
 /// Completion tokens `micros` can pay for.

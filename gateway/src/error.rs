@@ -107,6 +107,9 @@ pub enum GatewayError {
         /// Entity type (`email`, `credit_card`, or a custom pattern name).
         entity: String,
     },
+    /// Shared state (Redis) is unreachable and `state.fail_open` is false.
+    #[error("rate limit state is unavailable; try again shortly")]
+    StateUnavailable,
     /// The client went away; nothing can be sent.
     #[error("client closed the connection")]
     ClientClosed,
@@ -229,6 +232,7 @@ impl GatewayError {
             Self::PiiBlocked { .. } => {
                 s(400, "invalid_request_error", "pii_detected", "pii_blocked")
             }
+            Self::StateUnavailable => s(503, "api_error", "state_unavailable", "state_unavailable"),
             Self::ClientClosed => s(
                 499,
                 "invalid_request_error",
@@ -260,6 +264,7 @@ impl GatewayError {
             Self::RateLimited { retry_after, .. } | Self::QuotaExceeded { retry_after, .. } => {
                 *retry_after
             }
+            Self::StateUnavailable => Some(std::time::Duration::from_secs(1)),
             _ => None,
         }
     }

@@ -129,7 +129,7 @@ async fn serve_mock(
     for (i, chunk) in answer.chunks.into_iter().enumerate() {
         ctx.mark_first_byte();
         if i == last {
-            crate::observe::settle(shared, ctx);
+            crate::observe::settle(shared, ctx).await;
         }
         let mut chunk = match rewrite.as_mut() {
             Some(r) => r.push(&chunk),
@@ -463,7 +463,7 @@ async fn call_openai(
             // Settle before the client can see the end of the answer, so a client that sends
             // its next request at once finds its unused capacity already returned.
             record_usage(ctx, observer.as_mut(), json_buf.as_deref());
-            crate::observe::settle(shared, ctx);
+            crate::observe::settle(shared, ctx).await;
         }
         if !chunk.is_empty()
             && session
@@ -483,7 +483,7 @@ async fn call_openai(
     };
 
     record_usage(ctx, observer.as_mut(), json_buf.as_deref());
-    crate::observe::settle(shared, ctx);
+    crate::observe::settle(shared, ctx).await;
     // A 2xx stream must end with a finish reason and [DONE]; anything else is a truncation
     // the client must hear about, never a silently short answer.
     let failure = failure.or_else(|| {

@@ -123,3 +123,80 @@ mod tests {
         assert_eq!(parse_day("yesterday"), None);
     }
 }
+
+/// Also book usage in Redis when limits are shared, so `/admin/usage` on any replica sees every
+/// replica's traffic. Fire-and-forget: the request never waits on it.
+pub fn record_shared(
+    shared: &crate::state::Shared,
+    key: &str,
+    day: u64,
+    prompt: u64,
+    completion: u64,
+    cost_micros: u64,
+) {
+    if !shared.limiter.is_shared() {
+        return;
+    }
+    let Ok(handle) = tokio::runtime::Handle::try_current() else {
+        return;
+    };
+    let limiter = std::sync::Arc::clone(&shared.limiter);
+    let key = key.to_owned();
+    handle.spawn(async move {
+        let Some((mut conn, prefix, timeout)) = limiter.redis().await else {
+            return;
+        };
+        let hash = shared_key(&prefix, day);
+        let mut pipe = redis::pipe();
+        pipe.hincr(&hash, format!("{key}:requests"), 1u64)
+            .ignore()
+            .hincr(&hash, format!("{key}:prompt_tokens"), prompt)
+            .ignore()
+            .hincr(&hash, format!("{key}:completion_tokens"), completion)
+            .ignore()
+            .hincr(&hash, format!("{key}:cost_micros"), cost_micros)
+            .ignore()
+            .expire(&hash, i64::try_from(KEEP_DAYS * 86_400).unwrap_or(i64::MAX))
+            .ignore();
+        match tokio::time::timeout(timeout * 4, pipe.query_async::<()>(&mut conn)).await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => tracing::warn!(error = %e, "recording usage in redis failed"),
+            Err(_) => tracing::warn!("recording usage in redis timed out"),
+        }
+    });
+}
+
+fn shared_key(prefix: &str, day: u64) -> String {
+    format!("{prefix}:{{{prefix}}}:usage:{day}")
+}
+
+/// Usage of every replica from Redis; `None` when Redis is not configured or unreachable.
+pub async fn query_shared(
+    limiter: &crate::limiter::Limiter,
+    key: Option<&str>,
+    day: u64,
+) -> Option<BTreeMap<String, DayUsage>> {
+    let (mut conn, prefix, timeout) = limiter.redis().await?;
+    let mut cmd = redis::cmd("HGETALL");
+    cmd.arg(shared_key(&prefix, day));
+    let get = cmd.query_async::<Vec<(String, u64)>>(&mut conn);
+    let fields = tokio::time::timeout(timeout * 4, get).await.ok()?.ok()?;
+    let mut out: BTreeMap<String, DayUsage> = BTreeMap::new();
+    for (field, value) in fields {
+        let Some((k, what)) = field.rsplit_once(':') else {
+            continue;
+        };
+        if key.is_some_and(|want| want != k) {
+            continue;
+        }
+        let e = out.entry(k.to_owned()).or_default();
+        match what {
+            "requests" => e.requests = value,
+            "prompt_tokens" => e.prompt_tokens = value,
+            "completion_tokens" => e.completion_tokens = value,
+            "cost_micros" => e.cost_micros = value,
+            _ => {}
+        }
+    }
+    Some(out)
+}

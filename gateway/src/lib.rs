@@ -15,6 +15,7 @@ pub mod ctx;
 pub mod error;
 pub mod forward;
 pub mod ledger;
+pub mod limiter;
 pub mod metrics;
 pub mod mock;
 pub mod observe;

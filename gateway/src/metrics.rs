@@ -37,6 +37,8 @@ pub struct Metrics {
     pub cost_usd: CounterVec,
     /// `sluice_guardrail_detections_total{entity,action}`
     pub guardrail_detections: IntCounterVec,
+    /// `sluice_state_errors_total`
+    pub state_errors: prometheus::IntCounter,
 }
 
 /// Latency buckets from 1 ms to 5 min, for whole requests and upstream calls.
@@ -140,6 +142,11 @@ impl Metrics {
             &["entity", "action"],
         )?;
         registry.register(Box::new(guardrail_detections.clone()))?;
+        let state_errors = prometheus::IntCounter::new(
+            "sluice_state_errors_total",
+            "Failed or timed-out calls to shared state (Redis); the request used the fallback.",
+        )?;
+        registry.register(Box::new(state_errors.clone()))?;
         registry.register(Box::new(ratelimit_rejections.clone()))?;
         registry.register(Box::new(cost_usd.clone()))?;
         registry.register(Box::new(requests.clone()))?;
@@ -173,6 +180,7 @@ impl Metrics {
             ratelimit_rejections,
             cost_usd,
             guardrail_detections,
+            state_errors,
         })
     }
 

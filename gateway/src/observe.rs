@@ -9,8 +9,8 @@ use crate::metrics::status_class;
 use crate::state::Shared;
 
 /// Record a finished request.
-pub fn finish(shared: &Shared, session: &Session, ctx: &mut RequestCtx) {
-    settle(shared, ctx);
+pub async fn finish(shared: &Shared, session: &Session, ctx: &mut RequestCtx) {
+    settle(shared, ctx).await;
     let elapsed = ctx.started.elapsed();
     let m = &shared.metrics;
     let endpoint = ctx.endpoint.as_ref().map_or("none", |e| e.label());
@@ -79,7 +79,7 @@ pub fn finish(shared: &Shared, session: &Session, ctx: &mut RequestCtx) {
 /// without `include_usage`, or one cut short), the prompt as counted by Sluice and the streamed
 /// answer text counted with the model's tokenizer stand in. Requests the provider did not
 /// answer successfully consume nothing.
-pub fn settle(shared: &Shared, ctx: &mut RequestCtx) {
+pub async fn settle(shared: &Shared, ctx: &mut RequestCtx) {
     if ctx.settled {
         return;
     }
@@ -110,7 +110,7 @@ pub fn settle(shared: &Shared, ctx: &mut RequestCtx) {
     }
     let demand = actual_demand(route.price.as_ref(), prompt, cached, completion);
     if let Some(reservation) = ctx.reservation.take() {
-        reservation.settle(demand);
+        reservation.settle(demand).await;
     }
     if answered || ctx.usage.is_some() {
         let key = ctx.key_id.as_deref().unwrap_or("anonymous");
@@ -118,6 +118,7 @@ pub fn settle(shared: &Shared, ctx: &mut RequestCtx) {
         shared
             .ledger
             .record(key, day, prompt, completion, demand.cost_micros);
+        crate::ledger::record_shared(shared, key, day, prompt, completion, demand.cost_micros);
         if demand.cost_micros > 0 {
             shared
                 .metrics

@@ -135,7 +135,8 @@ pub async fn handle(
             ctx.provider = Some(Arc::clone(&route.deployment.name));
             ctx.route = Some(Arc::clone(route));
             guard(shared, &rt, &principal, &mut parsed, ctx)?;
-            let admitted = admission::admit(shared, &rt, &principal, route, api, &mut parsed)?;
+            let admitted =
+                admission::admit(shared, &rt, &principal, route, api, &mut parsed).await?;
             ctx.rate_headers = admitted.headers;
             ctx.clamped = admitted.clamped;
             ctx.prompt_tokens = admitted.prompt_tokens;

@@ -119,6 +119,6 @@ impl ProxyHttp for Gateway {
     }
 
     async fn logging(&self, session: &mut Session, _e: Option<&Error>, ctx: &mut RequestCtx) {
-        observe::finish(&self.shared, session, ctx);
+        observe::finish(&self.shared, session, ctx).await;
     }
 }

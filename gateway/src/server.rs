@@ -41,11 +41,12 @@ pub fn build_shared(
         .enable_all()
         .build()
         .map_err(|e| StartError::Other(e.to_string()))?;
+    let limiter = crate::limiter::Limiter::new(&config.state).map_err(StartError::Other)?;
     let runtime = rt
         .block_on(Runtime::build(config, 1))
         .map_err(StartError::Other)?;
     let metrics = Metrics::new().map_err(|e| StartError::Other(e.to_string()))?;
-    Ok(Shared::new(runtime, metrics, config_path))
+    Ok(Shared::new(runtime, metrics, limiter, config_path))
 }
 
 /// Run the gateway until shutdown. Blocks the calling thread.

@@ -16,7 +16,6 @@ use pingora::upstreams::peer::HttpPeer;
 use sluice_config::{Config, Endpoint, ProviderKind, RateLimits, Team, Timeouts};
 use sluice_policies::cost::Price;
 use sluice_policies::keys::KeyStore;
-use sluice_policies::limits::LocalLimiter;
 use sluice_policies::pii::{Action, CustomSpec, Entity, PiiPolicy, PiiSpec, RedactMode};
 use sluice_policies::tokens::Tokenizer;
 
@@ -320,15 +319,20 @@ pub struct Shared {
     pub config_path: Option<PathBuf>,
     /// Sequence for generations.
     pub next_generation: AtomicU64,
-    /// Rate limits and budgets (kept across reloads).
-    pub limiter: LocalLimiter,
+    /// Rate limits and budgets (kept across reloads; the backend is chosen at start).
+    pub limiter: Arc<crate::limiter::Limiter>,
     /// Usage and cost per key and day.
     pub ledger: crate::ledger::Ledger,
 }
 
 impl Shared {
     /// Shared state around a first runtime.
-    pub fn new(runtime: Runtime, metrics: Metrics, config_path: Option<PathBuf>) -> Arc<Self> {
+    pub fn new(
+        runtime: Runtime,
+        metrics: Metrics,
+        limiter: crate::limiter::Limiter,
+        config_path: Option<PathBuf>,
+    ) -> Arc<Self> {
         let next = runtime.generation + 1;
         Arc::new(Self {
             runtime: ArcSwap::from_pointee(runtime),
@@ -338,7 +342,7 @@ impl Shared {
             draining: AtomicBool::new(false),
             config_path,
             next_generation: AtomicU64::new(next),
-            limiter: LocalLimiter::new(),
+            limiter: Arc::new(limiter),
             ledger: crate::ledger::Ledger::default(),
         })
     }

@@ -138,10 +138,11 @@ const O_SERIES: &[&str] = &["o1", "o3", "o4"];
 
 impl Tokenizer {
     /// The tokenizer for a provider-side model name (the route's upstream model, not the
-    /// client-facing alias). Fine-tuned names (`ft:gpt-4o-mini:org::id`) count like their base
-    /// model; any name outside the OpenAI families, including Azure deployment names that do
-    /// not start with the model name, gets [`Tokenizer::Approx`] with
-    /// [`DEFAULT_APPROX_BYTES_PER_TOKEN`]. Matching ignores ASCII case.
+    /// client-facing alias). Fine-tuned names (`ft:gpt-4o-mini:org::id`) and `openai/`-prefixed
+    /// names count like their base model; any name outside the OpenAI families, including
+    /// Azure deployment names that do not start with the model name, gets
+    /// [`Tokenizer::Approx`] with [`DEFAULT_APPROX_BYTES_PER_TOKEN`]. Matching ignores ASCII
+    /// case.
     pub fn for_model(upstream_model: &str) -> Tokenizer {
         let name = strip_prefix_ci(upstream_model, "ft:").unwrap_or(upstream_model);
         let name = strip_prefix_ci(name, "openai/").unwrap_or(name);

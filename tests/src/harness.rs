@@ -76,7 +76,14 @@ impl Sluice {
         for _ in 0..3 {
             match Self::try_start(&bin, extra, body).await {
                 Ok(s) => return Ok(s),
-                Err(e) if e.contains("cannot listen") => last_err = e,
+                // A port picked as free can be taken by a parallel test before Sluice binds it.
+                Err(e)
+                    if e.contains("cannot listen")
+                        || e.contains("Address already in use")
+                        || e.contains("exited early") =>
+                {
+                    last_err = e
+                }
                 Err(e) => return Err(e),
             }
         }

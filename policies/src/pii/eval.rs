@@ -66,8 +66,8 @@ const FIRST: &[&str] = &[
     "noah", "li", "sofia", "ahmed", "jean-luc", "o.brien",
 ];
 const LAST: &[&str] = &[
-    "smith", "garcia", "chen", "khan", "nielsen", "tanaka", "silva", "patel", "ivanova",
-    "mensah", "muller", "dupont", "rossi", "kowalski",
+    "smith", "garcia", "chen", "khan", "nielsen", "tanaka", "silva", "patel", "ivanova", "mensah",
+    "muller", "dupont", "rossi", "kowalski",
 ];
 const DOMAINS: &[&str] = &[
     "example.com",
@@ -101,6 +101,12 @@ const POSITIVE: &[&str] = &[
     "Das ist {}, bitte pruefen.",
     "Voici {} pour le dossier 2023/118.",
     "{}",
+    "mailto:{}",
+    "John Smith <{}>",
+    "tel:{}",
+    "SSN:{} DOB 1990-01-01",
+    "Whitelisted: {}; expires 2025-12-31.",
+    "(see {})",
 ];
 
 /// Templates for negatives; `{}` takes a look-alike.
@@ -132,12 +138,64 @@ const ENGLISH: &[&str] = &[
 ];
 
 const WORDS: &[&str] = &[
-    "user", "account", "balance", "service", "handler", "config", "request", "response",
-    "manager", "factory", "builder", "session", "cache", "stream", "buffer", "message",
-    "channel", "policy", "limit", "default", "connection", "pool", "metrics", "gateway",
-    "provider", "upstream", "retry", "timeout", "budget", "fiscal", "quarter", "profile",
-    "settings", "validate", "parse", "render", "update", "delete", "create", "index",
+    "user",
+    "account",
+    "balance",
+    "service",
+    "handler",
+    "config",
+    "request",
+    "response",
+    "manager",
+    "factory",
+    "builder",
+    "session",
+    "cache",
+    "stream",
+    "buffer",
+    "message",
+    "channel",
+    "policy",
+    "limit",
+    "default",
+    "connection",
+    "pool",
+    "metrics",
+    "gateway",
+    "provider",
+    "upstream",
+    "retry",
+    "timeout",
+    "budget",
+    "fiscal",
+    "quarter",
+    "profile",
+    "settings",
+    "validate",
+    "parse",
+    "render",
+    "update",
+    "delete",
+    "create",
+    "index",
 ];
+
+/// In a generated value, the PII itself sits between the marks (or before the only mark, or is
+/// the whole value when there is none); the rest is context such as a port.
+const MARK: char = '\u{1}';
+
+/// Strip the marks: (text, PII span in it).
+fn unmark(v: &str) -> (String, std::ops::Range<usize>) {
+    let parts: Vec<&str> = v.split(MARK).collect();
+    match parts.as_slice() {
+        [pii, rest] => ((*pii).to_owned() + rest, 0..pii.len()),
+        [pre, pii, post] => (
+            format!("{pre}{pii}{post}"),
+            pre.len()..pre.len() + pii.len(),
+        ),
+        _ => (v.to_owned(), 0..v.len()),
+    }
+}
 
 fn luhn_check_digit(payload: &[u8]) -> u8 {
     // Digit that makes payload + check Luhn-valid.
@@ -220,8 +278,9 @@ fn phone(rng: &mut Rng) -> String {
     let area = format!("{}{}", rng.range(2, 9), rng.digits(2));
     let exch = rng.digits(3);
     let line = rng.digits(4);
-    match rng.below(20) {
+    match rng.below(21) {
         0 => format!("+1{area}{exch}{line}"),
+        20 => format!("+1.{area}.{exch}.{line}"),
         1 => format!("+1 ({area}) {exch}-{line}"),
         2 => format!("+1-{area}-{exch}-{line}"),
         3 => format!("+1 {area} {exch} {line}"),
@@ -230,7 +289,14 @@ fn phone(rng: &mut Rng) -> String {
         6 => format!("+44 (0)20 {} {}", rng.digits(4), rng.digits(4)),
         7 => format!("+49 30 {}", rng.digits(8)),
         8 => format!("+49 1{} {}", rng.digits(2), rng.digits(7)),
-        9 => format!("+33 {} {} {} {} {}", rng.range(1, 9), rng.digits(2), rng.digits(2), rng.digits(2), rng.digits(2)),
+        9 => format!(
+            "+33 {} {} {} {} {}",
+            rng.range(1, 9),
+            rng.digits(2),
+            rng.digits(2),
+            rng.digits(2),
+            rng.digits(2)
+        ),
         10 => format!("({area}) {exch}-{line}"),
         11 => format!("{area}-{exch}-{line}"),
         12 => format!("{area}.{exch}.{line}"),
@@ -238,7 +304,11 @@ fn phone(rng: &mut Rng) -> String {
         14 => format!("1-800-{exch}-{line}"),
         15 => format!("020 {} {}", rng.digits(4), rng.digits(4)),
         16 => format!("07{} {}", rng.digits(3), rng.digits(6)),
-        17 => format!("0{} {}", rng.pick(&["30", "89", "40", "171", "151", "221"]), rng.digits(7)),
+        17 => format!(
+            "0{} {}",
+            rng.pick(&["30", "89", "40", "171", "151", "221"]),
+            rng.digits(7)
+        ),
         18 => format!(
             "0{} {} {} {} {}",
             rng.range(1, 9),
@@ -276,11 +346,32 @@ fn ssn(rng: &mut Rng) -> String {
 fn iban_compact(rng: &mut Rng) -> String {
     let (cc, bban) = match rng.below(10) {
         0 => ("DE", rng.digits(18)),
-        1 => ("GB", format!("{}{}", rng.from_alphabet(UPPER, 4), rng.digits(14))),
-        2 => ("FR", format!("{}{}{}", rng.digits(10), rng.from_alphabet(UPPER_NUM, 11), rng.digits(2))),
-        3 => ("NL", format!("{}{}", rng.from_alphabet(UPPER, 4), rng.digits(10))),
+        1 => (
+            "GB",
+            format!("{}{}", rng.from_alphabet(UPPER, 4), rng.digits(14)),
+        ),
+        2 => (
+            "FR",
+            format!(
+                "{}{}{}",
+                rng.digits(10),
+                rng.from_alphabet(UPPER_NUM, 11),
+                rng.digits(2)
+            ),
+        ),
+        3 => (
+            "NL",
+            format!("{}{}", rng.from_alphabet(UPPER, 4), rng.digits(10)),
+        ),
         4 => ("ES", rng.digits(20)),
-        5 => ("IT", format!("{}{}", rng.from_alphabet(UPPER, 1), rng.from_alphabet(UPPER_NUM, 22))),
+        5 => (
+            "IT",
+            format!(
+                "{}{}",
+                rng.from_alphabet(UPPER, 1),
+                rng.from_alphabet(UPPER_NUM, 22)
+            ),
+        ),
         6 => ("BE", rng.digits(12)),
         7 => ("CH", rng.digits(17)),
         8 => ("AT", rng.digits(16)),
@@ -319,9 +410,22 @@ fn iban(rng: &mut Rng) -> String {
 }
 
 fn ip(rng: &mut Rng) -> String {
+    if rng.chance(10) {
+        let a = Ipv4Addr::new(
+            10,
+            rng.below(256) as u8,
+            rng.below(256) as u8,
+            rng.range(1, 254) as u8,
+        );
+        return format!("{a}{MARK}{}", rng.pick(&[":8080", "/24", ":443"]));
+    }
     if rng.chance(60) {
+        let mut first = rng.range(1, 223) as u8;
+        if first == 127 {
+            first = 128;
+        }
         Ipv4Addr::new(
-            rng.range(1, 223) as u8,
+            first,
             rng.below(256) as u8,
             rng.below(256) as u8,
             rng.range(1, 254) as u8,
@@ -342,9 +446,15 @@ fn ip(rng: &mut Rng) -> String {
             }
         }
         let a = Ipv6Addr::from(g);
+        if rng.chance(10) {
+            return format!("[{MARK}{a}{MARK}]:{}", rng.range(1, 65535));
+        }
         if rng.chance(20) {
             // Full, uncompressed form.
-            g.iter().map(|x| format!("{x:04x}")).collect::<Vec<_>>().join(":")
+            g.iter()
+                .map(|x| format!("{x:04x}"))
+                .collect::<Vec<_>>()
+                .join(":")
         } else {
             a.to_string()
         }
@@ -352,12 +462,25 @@ fn ip(rng: &mut Rng) -> String {
 }
 
 fn secret(rng: &mut Rng) -> String {
-    match rng.below(10) {
+    match rng.below(12) {
         0 => format!("sk-{}", rng.from_alphabet(ALNUM, 48)),
         1 => format!("sk-proj-{}", rng.from_alphabet(B64URL, 100)),
+        10 => format!("sk-ant-api03-{}", rng.from_alphabet(B64URL, 95)),
+        11 => format!(
+            "xoxp-{}-{}-{}-{}",
+            rng.digits(11),
+            rng.digits(12),
+            rng.digits(13),
+            rng.from_alphabet(HEX, 32)
+        ),
         2 => format!("AKIA{}", rng.from_alphabet(UPPER_NUM, 16)),
         3 => format!("ghp_{}", rng.from_alphabet(ALNUM, 36)),
-        4 => format!("xoxb-{}-{}-{}", rng.digits(12), rng.digits(13), rng.from_alphabet(ALNUM, 24)),
+        4 => format!(
+            "xoxb-{}-{}-{}",
+            rng.digits(12),
+            rng.digits(13),
+            rng.from_alphabet(ALNUM, 24)
+        ),
         5 => format!("AIza{}", rng.from_alphabet(B64URL, 35)),
         6 => format!(
             "eyJ{}.eyJ{}.{}",
@@ -393,19 +516,49 @@ fn identifier(rng: &mut Rng) -> String {
         }
         1 => format!("{}_v{num}", words.join("_")),
         2 => format!("{}_{num}", words.join("_").to_uppercase()),
-        _ => format!("src/{}/{}{num}.rs", words[..2].join("/"), words[2..].join("_")),
+        _ => format!(
+            "src/{}/{}{num}.rs",
+            words[..2].join("/"),
+            words[2..].join("_")
+        ),
     }
 }
 
 /// A PII-free look-alike.
 fn look_alike(rng: &mut Rng) -> String {
-    match rng.below(30) {
+    match rng.below(42) {
         0 => format!("v{}.{}.{}", rng.below(20), rng.below(30), rng.below(100)),
-        1 => format!("version {}.{}.{}-rc.{}", rng.below(5), rng.below(20), rng.below(10), rng.below(5)),
-        2 => format!("{}-{:02}-{:02}", rng.range(1990, 2030), rng.range(1, 12), rng.range(1, 28)),
-        3 => format!("{:02}/{:02}/{}", rng.range(1, 28), rng.range(1, 12), rng.range(1990, 2030)),
-        4 => format!("{:02}:{:02}:{:02}", rng.below(24), rng.below(60), rng.below(60)),
-        5 => format!("${},{:03}.{:02}", rng.range(1, 999), rng.below(1000), rng.below(100)),
+        1 => format!(
+            "version {}.{}.{}-rc.{}",
+            rng.below(5),
+            rng.below(20),
+            rng.below(10),
+            rng.below(5)
+        ),
+        2 => format!(
+            "{}-{:02}-{:02}",
+            rng.range(1990, 2030),
+            rng.range(1, 12),
+            rng.range(1, 28)
+        ),
+        3 => format!(
+            "{:02}/{:02}/{}",
+            rng.range(1, 28),
+            rng.range(1, 12),
+            rng.range(1990, 2030)
+        ),
+        4 => format!(
+            "{:02}:{:02}:{:02}",
+            rng.below(24),
+            rng.below(60),
+            rng.below(60)
+        ),
+        5 => format!(
+            "${},{:03}.{:02}",
+            rng.range(1, 999),
+            rng.below(1000),
+            rng.below(100)
+        ),
         6 => format!("Order {}", rng.range(1_000_000_000, 999_999_999_999)),
         7 => format!("Order #A-{}", rng.digits(8)),
         8 => format!("ORD-{}-{}", rng.range(2015, 2030), rng.digits(6)),
@@ -458,7 +611,9 @@ fn look_alike(rng: &mut Rng) -> String {
             rng.below(256)
         ),
         16 => {
-            let mac: Vec<String> = (0..6).map(|_| rng.from_alphabet(b"0123456789ABCDEF", 2)).collect();
+            let mac: Vec<String> = (0..6)
+                .map(|_| rng.from_alphabet(b"0123456789ABCDEF", 2))
+                .collect();
             mac.join(":")
         }
         17 | 18 => identifier(rng),
@@ -468,20 +623,101 @@ fn look_alike(rng: &mut Rng) -> String {
             rng.range(1, 9),
             rng.pick(WORDS)
         ),
-        20 => format!("std::collections::HashMap / {}::new()", rng.pick(&["Vec", "Add", "Cafe", "Bad"])),
+        20 => format!(
+            "std::collections::HashMap / {}::new()",
+            rng.pick(&["Vec", "Add", "Cafe", "Bad"])
+        ),
         21 => format!(
             "{}-{}-{}",
             rng.pick(WORDS),
             rng.from_alphabet(b"0123456789abcdef", 10),
             rng.from_alphabet(b"bcdfghjklmnpqrstvwxz2456789", 5)
         ),
-        22 => format!("ISBN 978-{}-{}-{}-{}", rng.below(10), rng.digits(2), rng.digits(6), rng.below(10)),
-        23 => format!("Population: {},{:03},{:03}", rng.range(1, 99), rng.below(1000), rng.below(1000)),
-        24 => format!("ts={} ms={}", rng.range(1_600_000_000, 1_800_000_000), rng.range(1_600_000_000_000, 1_799_999_999_999)),
+        22 => format!(
+            "ISBN 978-{}-{}-{}-{}",
+            rng.below(10),
+            rng.digits(2),
+            rng.digits(6),
+            rng.below(10)
+        ),
+        23 => format!(
+            "Population: {},{:03},{:03}",
+            rng.range(1, 99),
+            rng.below(1000),
+            rng.below(1000)
+        ),
+        24 => format!(
+            "ts={} ms={}",
+            rng.range(1_600_000_000, 1_800_000_000),
+            rng.range(1_600_000_000_000, 1_799_999_999_999)
+        ),
         25 => format!("ext. {} in room {}", rng.digits(4), rng.range(1, 999)),
-        26 => format!("{} km in {}.{} h at {}.{}%", rng.below(500), rng.below(10), rng.below(10), rng.below(100), rng.below(10)),
+        26 => format!(
+            "{} km in {}.{} h at {}.{}%",
+            rng.below(500),
+            rng.below(10),
+            rng.below(10),
+            rng.below(100),
+            rng.below(10)
+        ),
         27 => format!("color #{}", rng.from_alphabet(HEX, 6)),
-        28 => format!("short sha {} and tag v1.2.3.4-beta", rng.from_alphabet(HEX, 7)),
+        28 => format!(
+            "short sha {} and tag v1.2.3.4-beta",
+            rng.from_alphabet(HEX, 7)
+        ),
+        29 => format!(
+            "Chrome {}.0.{}.{}",
+            rng.range(100, 130),
+            rng.range(5000, 6999),
+            rng.range(1, 300)
+        ),
+        30 => format!(
+            "{}.{:02}.{}",
+            rng.range(1, 28),
+            rng.range(1, 12),
+            rng.range(1990, 2030)
+        ),
+        31 => format!(
+            "{} {:03} {:03},{:02} EUR",
+            rng.range(1, 99),
+            rng.below(1000),
+            rng.below(1000),
+            rng.below(100)
+        ),
+        32 => format!(
+            "coords {}.{:04}, -{}.{:04}",
+            rng.range(1, 89),
+            rng.below(10000),
+            rng.range(1, 179),
+            rng.below(10000)
+        ),
+        33 => format!("arn:aws:iam::{}:role/{}", rng.digits(12), rng.pick(WORDS)),
+        34 => format!("ObjectId(\"{}\")", rng.from_alphabet(HEX, 24)),
+        35 => format!(
+            "score {}-{}-{}, call back in {}-{} minutes",
+            rng.below(10),
+            rng.below(10),
+            rng.below(10),
+            rng.range(1, 5),
+            rng.range(6, 30)
+        ),
+        36 => format!(
+            "pip install sk-learn-{}-compatible-release-notes-{}",
+            rng.range(2019, 2025),
+            rng.pick(WORDS)
+        ),
+        37 => format!("xoxo-gossip-{}-{}", rng.pick(WORDS), rng.range(2000, 2030)),
+        38 => format!(
+            "ISBN 978-0-{}-{}-{}",
+            rng.digits(3),
+            rng.digits(5),
+            rng.below(10)
+        ),
+        39 => format!(
+            "listen on [::]:{} and 0.0.0.0:{}",
+            rng.range(1024, 65535),
+            rng.range(1024, 65535)
+        ),
         _ => (*rng.pick(ENGLISH)).to_owned(),
     }
 }
@@ -500,10 +736,14 @@ fn eval_precision_recall() {
     let gens: [(Entity, Gen, u32); 7] = [
         (Entity::Email, email, 400),
         (Entity::Phone, phone, 600),
-        (Entity::CreditCard, |r| {
-            let d = card_digits(r);
-            format_card(r, &d)
-        }, 400),
+        (
+            Entity::CreditCard,
+            |r| {
+                let d = card_digits(r);
+                format_card(r, &d)
+            },
+            400,
+        ),
         (Entity::Ssn, ssn, 300),
         (Entity::Iban, iban, 400),
         (Entity::IpAddress, ip, 400),
@@ -514,17 +754,21 @@ fn eval_precision_recall() {
     let mut misses = Vec::new();
     let mut positives = 0;
     for (entity, gen, n) in gens {
-        let mut st = Stat { entity, n: 0, hit: 0 };
+        let mut st = Stat {
+            entity,
+            n: 0,
+            hit: 0,
+        };
         for _ in 0..n {
-            let value = gen(&mut rng);
+            let (value, inner) = unmark(&gen(&mut rng));
             let template = *rng.pick(POSITIVE);
             let at = template.find("{}").unwrap();
             let text = template.replacen("{}", &value, 1);
-            let span = at..at + value.len();
+            let span = at + inner.start..at + inner.end;
             let findings = policy.scan(&text);
-            let ok = findings
-                .iter()
-                .any(|f| f.entity == entity && f.range.start <= span.start && span.end <= f.range.end);
+            let ok = findings.iter().any(|f| {
+                f.entity == entity && f.range.start <= span.start && span.end <= f.range.end
+            });
             extra += findings
                 .iter()
                 .filter(|f| f.range.end <= span.start || f.range.start >= span.end)
@@ -533,7 +777,14 @@ fn eval_precision_recall() {
             if ok {
                 st.hit += 1;
             } else if misses.len() < 20 {
-                misses.push((entity, text.clone(), findings.iter().map(|f| (f.entity, text[f.range.clone()].to_owned())).collect::<Vec<_>>()));
+                misses.push((
+                    entity,
+                    text.clone(),
+                    findings
+                        .iter()
+                        .map(|f| (f.entity, text[f.range.clone()].to_owned()))
+                        .collect::<Vec<_>>(),
+                ));
             }
             positives += 1;
         }
@@ -551,7 +802,13 @@ fn eval_precision_recall() {
         if !findings.is_empty() {
             fp += 1;
             if fps.len() < 20 {
-                fps.push((text.clone(), findings.iter().map(|f| (f.entity, text[f.range.clone()].to_owned())).collect::<Vec<_>>()));
+                fps.push((
+                    text.clone(),
+                    findings
+                        .iter()
+                        .map(|f| (f.entity, text[f.range.clone()].to_owned()))
+                        .collect::<Vec<_>>(),
+                ));
             }
         }
     }
@@ -578,7 +835,11 @@ fn eval_precision_recall() {
     assert!(positives >= 2000 && negatives >= 2000);
     for st in &stats {
         let recall = f64::from(st.hit) / f64::from(st.n);
-        let min = if st.entity == Entity::Secret { 0.98 } else { 0.99 };
+        let min = if st.entity == Entity::Secret {
+            0.98
+        } else {
+            0.99
+        };
         assert!(recall >= min, "{} recall {recall:.4} < {min}", st.entity);
     }
     assert!(fp_rate <= 0.5, "false-positive rate {fp_rate:.2}% > 0.5%");

@@ -28,12 +28,20 @@
 //!   A bare digit run such as `Order 1234567890` is not a phone.
 //! - Cards: 13–19 digits, contiguous or in uniform `-`/space groups, issuer prefix 3/4/5/6, Luhn.
 //! - IBANs must be upper case; spaces only between groups of four.
-//! - IPv6 candidates need a decimal digit and at least four hex digits, so `Add::add` or `a::b`
-//!   in code do not count; `::1` (loopback) is not reported either.
-//! - Generic secrets: a maximal run of `[A-Za-z0-9+/_=-]` of at least 32 bytes with letters and
-//!   digits and at least 4.0 bits/char of entropy. Hex-only runs (with dashes) never count: git
-//!   SHAs, SHA-256 sums and UUIDs are identifiers, and their entropy sits at or below 4.0 anyway.
-//!   Hex API keys without a known prefix are therefore not found; add a custom pattern for them.
+//! - IP addresses: the unspecified (`0.0.0.0`, `::`) and loopback (`127.0.0.0/8`, `::1`)
+//!   addresses are not reported; private ranges are. IPv6 candidates need a decimal digit and at
+//!   least four hex digits, so `Add::add` or `a::b` in code do not count. A bare four-part
+//!   version number with parts up to 255 (`115.0.2.1`) is indistinguishable from an IPv4
+//!   address and is reported; `v1.2.3.4` and `1.2.3.4.5` are not.
+//! - Generic secrets: a run of `[A-Za-z0-9+/_=-]` (split after an inner `=`, so `key=value`
+//!   is judged on the value) of at least 32 bytes with letters and digits, at least 4.0 bits/char
+//!   of Shannon entropy, and under 70 % of its letters in word-like segments. Entropy alone is not
+//!   enough: camelCase identifiers, snake_case names, paths and slugs reach 4.0–4.5 bits/char;
+//!   their letters sit in words, a random token's do not.
+//!   Hex-only runs (with dashes) never count: git SHAs, SHA-256 sums and UUIDs are identifiers,
+//!   and their entropy sits at or below 4.0 anyway. Hex API keys without a known prefix are
+//!   therefore not found; add a custom pattern for them. Random base64 blobs (images, hashes)
+//!   are indistinguishable from credentials and are reported.
 //!
 //! No value ever appears in an error, a `Debug` of the session map, or a count: [`Blocked`] and
 //! [`Counts`] name entity types only.
@@ -708,6 +716,16 @@ fn generic_secrets(text: &str, action: Action, hits: &mut Vec<Hit>) {
         }
         let start = i;
         while i < b.len() && recognizers::is_token_byte(b[i]) {
+            // `=` is base64 padding only at the end: an inner one separates `key=value`, so
+            // the value is judged (and, if it is another entity, reported) on its own.
+            if b[i] == b'='
+                && i > start
+                && b.get(i + 1)
+                    .is_some_and(|&c| c != b'=' && recognizers::is_token_byte(c))
+            {
+                i += 1;
+                break;
+            }
             i += 1;
         }
         if i - start >= recognizers::GENERIC_MIN_LEN && recognizers::looks_random(&b[start..i]) {
