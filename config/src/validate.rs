@@ -204,15 +204,13 @@ impl Validator {
                     ok = false;
                 }
                 let url = url?;
-                ok.then(|| {
-                    StateConfig::Redis(crate::runtime::RedisState {
-                        url,
-                        fail_open: raw.fail_open,
-                        replicas: raw.replicas,
-                        timeout: raw.timeout.0,
-                        key_prefix: raw.key_prefix,
-                    })
-                })
+                ok.then_some(StateConfig::Redis(crate::runtime::RedisState {
+                    url,
+                    fail_open: raw.fail_open,
+                    replicas: raw.replicas,
+                    timeout: raw.timeout.0,
+                    key_prefix: raw.key_prefix,
+                }))
             }
             other => {
                 self.error(

@@ -125,6 +125,7 @@ pub async fn handle(
         Endpoint::Api(api) => {
             let body = read_body(session, rt.config.server.max_body_bytes).await?;
             let mut parsed = parse_request(api, &body)?;
+            let body_len = body.len();
             drop(body);
             let route = rt
                 .routes
@@ -136,7 +137,8 @@ pub async fn handle(
             ctx.route = Some(Arc::clone(route));
             guard(shared, &rt, &principal, &mut parsed, ctx)?;
             let admitted =
-                admission::admit(shared, &rt, &principal, route, api, &mut parsed).await?;
+                admission::admit(shared, &rt, &principal, route, api, &mut parsed, body_len)
+                    .await?;
             ctx.rate_headers = admitted.headers;
             ctx.clamped = admitted.clamped;
             ctx.prompt_tokens = admitted.prompt_tokens;

@@ -227,6 +227,8 @@ impl Runtime {
                     .map_err(|_| format!("model {}: unknown tokenizer {name}", m.name))?,
                 None => Tokenizer::for_model(&m.target.model),
             };
+            // Build the BPE tables now (startup or the reloader thread), not on a request.
+            tokenizer.preload();
             routes.insert(
                 m.name.clone(),
                 Arc::new(Route {

@@ -26,6 +26,7 @@ providers:
   - {{ name: demo, kind: mock }}
 models:
   - {{ name: gpt-test, targets: [ {{ provider: fake-us, model: echo }} ] }}
+  - {{ name: bpe-counted, targets: [ {{ provider: fake-us, model: echo }} ], tokenizer: o200k_base }}
   - {{ name: streamy, targets: [ {{ provider: fake-us, model: "chunks-5-200" }} ] }}
   - {{ name: long-stream, targets: [ {{ provider: fake-us, model: "chunks-20-100" }} ] }}
   - {{ name: sigterm-stream, targets: [ {{ provider: fake-us, model: "chunks-10-100" }} ] }}
@@ -163,6 +164,11 @@ async fn one_mib_prompt_arrives_upstream_byte_identical() {
             .len(),
         prompt.len() + 6
     );
+    let up = fake.requests().last().unwrap().json().unwrap();
+    assert_eq!(up["messages"][0]["content"].as_str().unwrap(), prompt);
+    // The same prompt counted with a real BPE (off the reactor) still goes through whole.
+    let resp = post(&s, Some(KEY_A), &chat("bpe-counted", &prompt)).await;
+    assert_eq!(resp.status(), 200);
     let up = fake.requests().last().unwrap().json().unwrap();
     assert_eq!(up["messages"][0]["content"].as_str().unwrap(), prompt);
 }
