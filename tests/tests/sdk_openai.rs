@@ -192,3 +192,65 @@ async fn openai_python_sdk_against_sluice() {
     }
     drop(sluice);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn openai_python_sdk_sees_restored_pii_pseudonyms() {
+    let python = python();
+    let python = if python.is_relative() {
+        workspace_dir().join(python)
+    } else {
+        python
+    };
+    assert!(
+        python.exists(),
+        "Python interpreter {} not found: run `make deps`",
+        python.display()
+    );
+    let fake = FakeLlm::start().await.expect("start fake upstream");
+    let cfg = format!(
+        r#"auth: {{ required: false }}
+providers:
+  - {{ name: fake, kind: openai, base_url: "{}" }}
+models:
+  - {{ name: pii-json, targets: [ {{ provider: fake, model: echo }} ] }}
+  - {{ name: pii-stream, targets: [ {{ provider: fake, model: "chunks-60-0" }} ] }}
+guardrails:
+  pii: {{ action: redact, mode: pseudonym, restore: true }}
+"#,
+        fake.base_url()
+    );
+    let sluice = Sluice::start(&cfg)
+        .await
+        .unwrap_or_else(|e| panic!("start sluice: {e}"));
+    let mut cmd = tokio::process::Command::new(&python);
+    cmd.arg(workspace_dir().join("tests/python/openai_sdk_pii.py"))
+        .env("SLUICE_BASE_URL", sluice.base_url())
+        .env("NO_PROXY", "*")
+        .env("no_proxy", "*")
+        .env_remove("OPENAI_API_KEY")
+        .env_remove("OPENAI_BASE_URL")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true);
+    let child = cmd.spawn().expect("run python");
+    let out = tokio::time::timeout(SDK_TIMEOUT, child.wait_with_output())
+        .await
+        .expect("python timed out")
+        .expect("wait for python");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.success() && stdout.contains("pii SDK checks passed"),
+        "--- stdout ---\n{stdout}\n--- stderr ---\n{stderr}"
+    );
+    // The provider only ever saw pseudonyms.
+    for r in fake.requests() {
+        let body = String::from_utf8_lossy(&r.body);
+        assert!(
+            !body.contains("jane.doe@example.com"),
+            "raw PII reached the provider"
+        );
+        assert!(body.contains("<EMAIL_1>"), "{body}");
+    }
+}
