@@ -997,3 +997,26 @@ fn redis_state_loads_with_defaults_and_checks_its_fields() {
         "{errors:?}"
     );
 }
+
+#[test]
+fn full_example_loads_with_env() {
+    let c = load_file_with(
+        &example("full.yaml"),
+        &env_of(&[("OPENAI_API_KEY", "sk-test")]),
+    );
+    assert_eq!(c.keys.len(), 2);
+    assert_eq!(c.teams[0].name, "research");
+    assert!(c.pii.is_some());
+    assert_eq!(
+        c.keys[1].pii.as_ref().unwrap().as_ref().unwrap().mode,
+        "pseudonym"
+    );
+}
+
+fn load_file_with(path: &std::path::Path, env: &dyn Fn(&str) -> Option<String>) -> Config {
+    let text = std::fs::read_to_string(path).unwrap();
+    match load_str(&text, env) {
+        Ok(c) => c,
+        Err(e) => panic!("{}: {e}", path.display()),
+    }
+}

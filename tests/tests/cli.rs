@@ -8,7 +8,7 @@ use sluice_tests::harness::{sluice_bin, workspace_dir};
 
 #[test]
 fn check_config_accepts_the_examples() {
-    for name in ["quickstart.yaml", "openai.yaml"] {
+    for name in ["quickstart.yaml", "openai.yaml", "full.yaml"] {
         let out = Command::new(sluice_bin())
             .arg("--check-config")
             .arg(workspace_dir().join("config/examples").join(name))
