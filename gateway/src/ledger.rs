@@ -82,48 +82,6 @@ pub fn parse_day(text: &str) -> Option<u64> {
     Some(era * 146_097 + doe - 719_468)
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn records_and_queries_by_key_and_day() {
-        let l = Ledger::default();
-        l.record("a", 100, 10, 5, 7);
-        l.record("a", 100, 1, 1, 1);
-        l.record("b", 100, 3, 0, 0);
-        l.record("a", 101, 9, 9, 9);
-        let a = l.query(Some("a"), 100);
-        assert_eq!(
-            a["a"],
-            DayUsage {
-                requests: 2,
-                prompt_tokens: 11,
-                completion_tokens: 6,
-                cost_micros: 8
-            }
-        );
-        assert_eq!(l.query(None, 100).len(), 2);
-        assert!(l.query(Some("a"), 99).is_empty());
-    }
-
-    #[test]
-    fn old_days_are_dropped() {
-        let l = Ledger::default();
-        l.record("a", 1, 1, 1, 1);
-        l.record("a", 1 + KEEP_DAYS + 1, 1, 1, 1);
-        assert!(l.query(Some("a"), 1).is_empty());
-    }
-
-    #[test]
-    fn parses_days() {
-        assert_eq!(parse_day("1970-01-01"), Some(0));
-        assert_eq!(parse_day("2027-01-15"), Some(20_833));
-        assert_eq!(parse_day("2027-13-01"), None);
-        assert_eq!(parse_day("yesterday"), None);
-    }
-}
-
 /// Also book usage in Redis when limits are shared, so `/admin/usage` on any replica sees every
 /// replica's traffic. Fire-and-forget: the request never waits on it.
 pub fn record_shared(
@@ -199,4 +157,46 @@ pub async fn query_shared(
         }
     }
     Some(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn records_and_queries_by_key_and_day() {
+        let l = Ledger::default();
+        l.record("a", 100, 10, 5, 7);
+        l.record("a", 100, 1, 1, 1);
+        l.record("b", 100, 3, 0, 0);
+        l.record("a", 101, 9, 9, 9);
+        let a = l.query(Some("a"), 100);
+        assert_eq!(
+            a["a"],
+            DayUsage {
+                requests: 2,
+                prompt_tokens: 11,
+                completion_tokens: 6,
+                cost_micros: 8
+            }
+        );
+        assert_eq!(l.query(None, 100).len(), 2);
+        assert!(l.query(Some("a"), 99).is_empty());
+    }
+
+    #[test]
+    fn old_days_are_dropped() {
+        let l = Ledger::default();
+        l.record("a", 1, 1, 1, 1);
+        l.record("a", 1 + KEEP_DAYS + 1, 1, 1, 1);
+        assert!(l.query(Some("a"), 1).is_empty());
+    }
+
+    #[test]
+    fn parses_days() {
+        assert_eq!(parse_day("1970-01-01"), Some(0));
+        assert_eq!(parse_day("2027-01-15"), Some(20_833));
+        assert_eq!(parse_day("2027-13-01"), None);
+        assert_eq!(parse_day("yesterday"), None);
+    }
 }

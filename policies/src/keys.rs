@@ -190,6 +190,7 @@ mod tests {
             max_tokens: None,
             on_exceed: Default::default(),
             model_limits: Default::default(),
+            pii: None,
         }
     }
 

@@ -512,7 +512,8 @@ mod tests {
         let l = LocalLimiter::new();
         let a = lim(key("a"), Kind::Tpm, 1000);
         let team = lim(Scope::Team(Arc::from("t")), Kind::Tpm, 1500);
-        l.reserve(&[team.clone()], tokens(1000), T0).unwrap();
+        l.reserve(std::slice::from_ref(&team), tokens(1000), T0)
+            .unwrap();
         // Fits the key but not the team: neither is charged.
         let r = l
             .reserve(&[a.clone(), team.clone()], tokens(600), T0)
@@ -568,16 +569,28 @@ mod tests {
             tokens: 0,
             cost_micros: c,
         };
-        let adm = l.reserve(&[day.clone()], cost(900_000), T0).unwrap();
-        let r = l.reserve(&[day.clone()], cost(200_000), T0).unwrap_err();
+        let adm = l
+            .reserve(std::slice::from_ref(&day), cost(900_000), T0)
+            .unwrap();
+        let r = l
+            .reserve(std::slice::from_ref(&day), cost(200_000), T0)
+            .unwrap_err();
         assert!(r.limit.kind.is_budget());
         assert_eq!(
             r.retry_after,
             Some(Duration::from_micros(period_end(Kind::UsdPerDay, T0) - T0))
         );
-        l.settle(&[day.clone()], &adm, cost(900_000), cost(100_000), T0);
+        l.settle(
+            std::slice::from_ref(&day),
+            &adm,
+            cost(900_000),
+            cost(100_000),
+            T0,
+        );
         assert_eq!(l.spent(&key("a"), Kind::UsdPerDay, T0), 100_000);
-        assert!(l.reserve(&[day.clone()], cost(800_000), T0).is_ok());
+        assert!(l
+            .reserve(std::slice::from_ref(&day), cost(800_000), T0)
+            .is_ok());
         // Next day: a fresh budget.
         let tomorrow = period_end(Kind::UsdPerDay, T0);
         assert!(l.reserve(&[day], cost(1_000_000), tomorrow).is_ok());

@@ -5,10 +5,13 @@
 //! So a count here is an estimate that errs high rather than low, and it must be cheap: it runs
 //! on every request that is not a cache hit.
 //!
-//! - OpenAI models are counted with their real BPE (`cl100k_base` or `o200k_base`, from
-//!   `tiktoken-rs`, whose rank files are compiled into the binary: nothing is downloaded). Each
-//!   encoding is built once per process, on first use or by [`Tokenizer::preload`], and shared
-//!   by all threads.
+//! - OpenAI models are counted with their real BPE (`cl100k_base` or `o200k_base`), using the
+//!   `bpe-openai` crate: the same pre-tokenizer and the same tokens as OpenAI's `tiktoken`, but
+//!   counted with a linear-time BPE (no quadratic worst case on long words, no backtracking
+//!   regex to overflow on long whitespace runs) about 5x faster. Its tables are serialized at
+//!   build time and compiled into the binary: nothing is downloaded. Each encoding is
+//!   deserialized once per process, on first use or by [`Tokenizer::preload`], and shared by
+//!   all threads.
 //! - Other models are counted as `ceil(bytes / 3.5)` per string ([`Tokenizer::Approx`]).
 //! - Chat bodies follow OpenAI's per-message framing (the cookbook's
 //!   `num_tokens_from_messages`), which reproduces the API's `prompt_tokens` for plain messages.
@@ -19,10 +22,8 @@
 
 use std::fmt;
 use std::str::FromStr;
-use std::sync::LazyLock;
 
 use serde_json::{Map, Value};
-use tiktoken_rs::CoreBPE;
 
 use crate::openai::ApiKind;
 
@@ -55,16 +56,6 @@ pub const IMAGE_HIGH_DETAIL_TOKENS: u64 = 765;
 /// Non-text, non-image content parts (`input_audio`, `file`, ...): their payload is base64, so
 /// counting its text would overcount by orders of magnitude. Reserved like a high-detail image.
 pub const OTHER_PART_TOKENS: u64 = IMAGE_HIGH_DETAIL_TOKENS;
-
-/// Text longer than this is encoded in segments, cut at a space that follows a non-whitespace
-/// character (where the encodings' pre-tokenizer always splits, so the count is unchanged) or,
-/// for a run with no such space, at a character boundary. This bounds the work per BPE call
-/// and avoids the regex engine's stack-overflow panic on very long whitespace runs (observed
-/// from about 1 MiB of spaces with tiktoken-rs 0.12).
-const MAX_SEGMENT_BYTES: usize = 8 * 1024;
-
-static CL100K_BASE: LazyLock<Option<CoreBPE>> = LazyLock::new(|| tiktoken_rs::cl100k_base().ok());
-static O200K_BASE: LazyLock<Option<CoreBPE>> = LazyLock::new(|| tiktoken_rs::o200k_base().ok());
 
 /// How prompt text is turned into a token count.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -172,33 +163,35 @@ impl Tokenizer {
         }
     }
 
-    /// Build this tokenizer's encoding now instead of on the first request that needs it:
-    /// about 0.1 s and 25 MB resident for `cl100k_base`, 0.2 s and 45 MB for `o200k_base`
-    /// (measured on a 2-core machine). Idempotent; a no-op for [`Tokenizer::Approx`].
+    /// Load this tokenizer's encoding now instead of on the first request that needs it:
+    /// PRELOAD_COST (measured on a 2-core machine). Idempotent; a no-op for
+    /// [`Tokenizer::Approx`].
     pub fn preload(&self) {
         let _ = self.bpe();
     }
 
-    fn bpe(&self) -> Option<&'static CoreBPE> {
+    /// The encoding, deserialized on first use from tables the build embedded in the binary
+    /// (`bpe-openai` checks them when it generates them, so loading cannot fail at run time).
+    fn bpe(&self) -> Option<&'static bpe_openai::Tokenizer> {
         match self {
-            Self::Cl100kBase => CL100K_BASE.as_ref(),
-            Self::O200kBase => O200K_BASE.as_ref(),
+            Self::Cl100kBase => Some(bpe_openai::cl100k_base()),
+            Self::O200kBase => Some(bpe_openai::o200k_base()),
             Self::Approx { .. } => None,
         }
     }
 
     /// Tokens in `text`, encoded as ordinary text (special-token markup counts as the text it
-    /// is). Approximate counts round up. Linear in the length of `text`; the only allocation is
-    /// the encoder's token buffer per segment of at most 8 KiB.
+    /// is), exactly as `tiktoken`'s `encode_ordinary(text).len()`. Approximate counts round
+    /// up. Linear in the length of `text`, whatever the text; allocates only small per-piece
+    /// buffers.
     pub fn count_text(&self, text: &str) -> u64 {
         if text.is_empty() {
             return 0;
         }
         match (self, self.bpe()) {
             (Self::Approx { bytes_per_token }, _) => approx_count(text.len(), *bytes_per_token),
-            (_, Some(bpe)) => bpe_count(bpe, text),
-            // The rank files are compiled in, so building an encoding cannot fail in practice;
-            // if it ever did, count conservatively rather than refuse service.
+            (Self::Cl100kBase, Some(bpe)) => bpe_count(bpe, text, true),
+            (_, Some(bpe)) => bpe_count(bpe, text, false),
             (_, None) => approx_count(text.len(), DEFAULT_APPROX_BYTES_PER_TOKEN),
         }
     }
@@ -383,47 +376,36 @@ fn approx_count(bytes: usize, bytes_per_token: f32) -> u64 {
     (bytes as f64 / per).ceil() as u64
 }
 
-fn bpe_count(bpe: &CoreBPE, text: &str) -> u64 {
+/// Tokens of `text` in `bpe`: the sum over the pre-tokenizer's pieces of each piece's BPE
+/// count.
+///
+/// `whole_trailing_whitespace` reproduces `tiktoken`'s current `cl100k_base` pattern, which
+/// tries `\s++$` before `\s*[\r\n]`: a piece that starts where only whitespace remains takes
+/// all of it (`"x\n "` ends in one piece `"\n "`). `bpe-openai` implements the pattern as it
+/// was before that alternative was added, which splits such a tail after its last line break
+/// (`"\n"`, `" "`). Everywhere else the two patterns cut the same pieces: `\s++$` cannot match
+/// while non-whitespace remains, and `\s*[\r\n]` and `\s*[\r\n]+` both end at the last line
+/// break of a whitespace run followed by more text. `o200k_base`'s pattern has no such
+/// alternative, so its pieces are `bpe-openai`'s as they are.
+fn bpe_count(bpe: &bpe_openai::Tokenizer, text: &str, whole_trailing_whitespace: bool) -> u64 {
+    // Start of the whitespace that ends `text` (`\s` is Unicode `White_Space`, as is
+    // `char::is_whitespace`); `text.len()` when it ends in something else.
+    let tail = if whole_trailing_whitespace {
+        text.trim_end_matches(char::is_whitespace).len()
+    } else {
+        text.len()
+    };
     let mut total: u64 = 0;
-    let mut rest = text;
-    while !rest.is_empty() {
-        let (segment, tail) = rest.split_at(segment_len(rest));
-        total = total.saturating_add(bpe.encode_ordinary(segment).len() as u64);
-        rest = tail;
+    let mut start = 0;
+    for piece in bpe.split(text) {
+        if start >= tail {
+            let rest = text.get(start..).unwrap_or_default();
+            return total.saturating_add(bpe.bpe.count(rest.as_bytes()) as u64);
+        }
+        total = total.saturating_add(bpe.bpe.count(piece.as_bytes()) as u64);
+        start += piece.len();
     }
     total
-}
-
-/// Length of the next segment of `text` to encode on its own (see [`MAX_SEGMENT_BYTES`]).
-///
-/// A cut just before a space that follows a non-whitespace character does not change the
-/// count: in both encodings' pre-tokenizer patterns no piece extends from a non-whitespace
-/// character over a following space, and the patterns have no look-behind, so the pieces on
-/// either side of the cut are the same as in the whole text.
-fn segment_len(text: &str) -> usize {
-    if text.len() <= MAX_SEGMENT_BYTES {
-        return text.len();
-    }
-    let bytes = text.as_bytes();
-    let mut end = MAX_SEGMENT_BYTES + 1;
-    while let Some(space) = memchr::memrchr(b' ', bytes.get(..end).unwrap_or_default()) {
-        if space == 0 {
-            break;
-        }
-        // `space` indexes an ASCII byte, so it is a char boundary.
-        let before = text.get(..space).and_then(|s| s.chars().next_back());
-        if before.is_some_and(|c| !c.is_whitespace()) {
-            return space;
-        }
-        end = space;
-    }
-    // No safe cut (one long word, base64, or a whitespace run): cut at a char boundary. The
-    // count may then differ by a token or so per 8 KiB, in text no person writes.
-    let mut cut = MAX_SEGMENT_BYTES;
-    while cut > 1 && !text.is_char_boundary(cut) {
-        cut -= 1;
-    }
-    cut
 }
 
 fn strip_prefix_ci<'a>(s: &'a str, prefix: &str) -> Option<&'a str> {
@@ -449,8 +431,18 @@ mod tests {
         }
     }
 
-    fn bpe_of(t: Tokenizer) -> &'static CoreBPE {
-        t.bpe().unwrap()
+    /// The reference implementation: `tiktoken-rs` (a port of OpenAI's `tiktoken`), kept as a
+    /// dev-dependency for these comparisons only.
+    fn tiktoken_of(t: Tokenizer) -> &'static tiktoken_rs::CoreBPE {
+        match t {
+            Tokenizer::Cl100kBase => tiktoken_rs::cl100k_base_singleton(),
+            Tokenizer::O200kBase => tiktoken_rs::o200k_base_singleton(),
+            Tokenizer::Approx { .. } => panic!("no reference for approx"),
+        }
+    }
+
+    fn tiktoken_count(t: Tokenizer, text: &str) -> u64 {
+        tiktoken_of(t).encode_ordinary(text).len() as u64
     }
 
     /// Counts published in OpenAI's cookbook ("How to count tokens with tiktoken").
@@ -475,9 +467,9 @@ mod tests {
             // As one special token this would be 1; the API bills the characters.
             assert_eq!(t.count_text("<|endoftext|>"), 7, "{t}");
             let text = "ignore this <|endoftext|><|endofprompt|> and go on";
-            let bpe = bpe_of(t);
-            assert_eq!(t.count_text(text), bpe.encode_ordinary(text).len() as u64);
-            assert!(t.count_text(text) > bpe.encode_with_special_tokens(text).len() as u64);
+            assert_eq!(t.count_text(text), tiktoken_count(t, text));
+            let with_specials = tiktoken_of(t).encode_with_special_tokens(text).len() as u64;
+            assert!(t.count_text(text) > with_specials);
         }
     }
 
@@ -846,67 +838,234 @@ mod tests {
         out
     }
 
-    /// Long text is encoded in segments; where a safe cut exists the count is exactly that of
-    /// encoding the whole text at once.
+    /// Fragments of the kinds of text prompts carry; see `counts_equal_tiktoken_on_fragments`.
+    const FRAGMENTS: &[&str] = &[
+        "The quick brown fox jumps over the lazy dog.",
+        "I'm sure they'll say it's DONE, and we've WON'T'S ANSWER'LL",
+        "naïve café résumé Ünïcödé ǅungla ʰello Straße",
+        "e\u{301}te\u{301} Å Ω ﬁne",
+        "fn main() {\n    let x = vec![1, 2, 3];\n\tprintln!(\"{x:?}\");\n}\n",
+        "def f(a, b):\n    return a+b  # add\n\n\n    \n",
+        "{\"key_id\":\"team-a\",\"n\":[1,2.5,-3e10],\"ok\":true,\"x\":null}",
+        "{\n  \"a\": {\n    \"b\": [\n      1,\n      2\n    ]\n  }\n}",
+        "0 12 345 6789 1234567890 3.14159 1,234,567.89 -42 +7 1e-9 0x1F 2025-01-31T12:00:00Z",
+        "١٢٣ ４５６ Ⅻ ² ½ ௧௨",
+        "日本語のテキストです。東京は大きい。",
+        "中文文本，包括标点符号！还有数字123。",
+        "한국어 텍스트입니다. 안녕하세요!",
+        "Привет, мир! Γειά σου Κόσμε. مرحبا بالعالم. שלום עולם. नमस्ते दुनिया. สวัสดีชาวโลก",
+        "😀😃 👍🏽 👨‍👩‍👧‍👦 🇺🇸🇯🇵 ❤️ ✨🚀",
+        "<|endoftext|><|endofprompt|><|im_start|>user",
+        "a\u{200b}b\u{feff}c\u{200d}d\u{180e}e",
+        "https://example.com/path/to/page?q=a+b&x=%20#frag",
+        "user@example.com +1 (555) 010-9999 /usr/local/bin/ C:\\Windows\\",
+        "!!!???...---___***///\\\\|||~~~```",
+        "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa",
+        "   leading spaces and trailing   ",
+        "\t\ttabs\tinside\t\t",
+        "line one\r\nline two\r\n\r\nline four\rcr",
+        "mixed \u{3000}ideographic\u{a0}nbsp\u{2009}thin\u{202f}narrow\u{85}nel\u{2028}ls\u{2029}ps",
+        "\u{0}\u{1}\u{7f} control \u{1b}[0m",
+        "'s 's 'S 'll 'LL 'd 're 've 'm 't ’s",
+        "ABCdef GHIjkl mnoPQR StUvWx",
+    ];
+
+    /// Endings and beginnings around fragments: whitespace tails are where `cl100k_base`'s
+    /// `\s++$` decides (see [`bpe_count`]).
+    const EDGES: &[&str] = &[
+        "",
+        " ",
+        "  ",
+        "\n",
+        "\n ",
+        " \n",
+        "\n\n",
+        "\n\n   ",
+        "\n \n ",
+        "\t",
+        "\n\t\t",
+        "\r\n",
+        "\r\n  ",
+        "\u{3000}",
+        "\u{a0}\n\u{a0}",
+        "\u{85} ",
+        "\u{2028}\u{2029}",
+        "x",
+        "!",
+        "\n!",
+        " 1",
+    ];
+
+    fn assert_same_as_tiktoken(t: Tokenizer, text: &str) {
+        assert_eq!(t.count_text(text), tiktoken_count(t, text), "{t}: {text:?}");
+    }
+
+    /// Counts equal `tiktoken`'s for each fragment alone, with each edge before and after it,
+    /// and for every pair of fragments.
     #[test]
-    fn segmented_counting_equals_whole_text_counting() {
+    fn counts_equal_tiktoken_on_fragments() {
         for t in BPE {
-            let bpe = bpe_of(t);
-            for seed in 1..=4 {
-                let text = mixed_text(100_000, seed);
-                assert_eq!(
-                    t.count_text(&text),
-                    bpe.encode_ordinary(&text).len() as u64,
-                    "{t} seed {seed}"
-                );
+            for a in FRAGMENTS {
+                for edge in EDGES {
+                    assert_same_as_tiktoken(t, &format!("{a}{edge}"));
+                    assert_same_as_tiktoken(t, &format!("{edge}{a}"));
+                    assert_same_as_tiktoken(t, &format!("{edge}{a}{edge}"));
+                }
+                for b in FRAGMENTS {
+                    assert_same_as_tiktoken(t, &format!("{a}{b}"));
+                }
             }
-            // Prose with long paragraphs and code.
-            let prose = "Sluice counts prompt tokens before forwarding, so budgets hold.\n\n\
-                         fn main() {\n    println!(\"{}\", 42);\n}\n"
-                .repeat(2_000);
-            assert_eq!(
-                t.count_text(&prose),
-                bpe.encode_ordinary(&prose).len() as u64,
-                "{t}"
-            );
+            for a in EDGES {
+                for b in EDGES {
+                    assert_same_as_tiktoken(t, &format!("{a}{b}"));
+                    assert_same_as_tiktoken(t, &format!("x{a}{b}"));
+                }
+            }
         }
     }
 
+    /// Every prefix and every suffix of a mixed text (so every position is once the end, and
+    /// once the start, of the text) counts as in `tiktoken`.
     #[test]
-    fn segments_cut_only_where_the_pretokenizer_splits() {
-        let long_word = "a".repeat(MAX_SEGMENT_BYTES * 2);
-        assert_eq!(segment_len(&long_word), MAX_SEGMENT_BYTES);
-        // A space right after whitespace is not a safe cut; the one after `x` is.
-        let text = format!("x{}", " ".repeat(MAX_SEGMENT_BYTES * 2));
-        assert_eq!(segment_len(&text), 1);
-        let text = format!(
-            "{} \u{3000} y{}",
-            "b".repeat(MAX_SEGMENT_BYTES - 10),
-            "z".repeat(100)
-        );
-        assert_eq!(segment_len(&text), MAX_SEGMENT_BYTES - 10);
-        // A forced cut never splits a character.
-        let cjk = "語".repeat(MAX_SEGMENT_BYTES);
-        let cut = segment_len(&cjk);
-        assert!(cjk.is_char_boundary(cut) && cut <= MAX_SEGMENT_BYTES && cut > 0);
+    fn counts_equal_tiktoken_on_every_prefix_and_suffix() {
+        let text = FRAGMENTS.join("\n \t") + "  \n  " + &mixed_text(1_000, 11);
+        for t in BPE {
+            for (i, _) in text.char_indices() {
+                assert_same_as_tiktoken(t, &text[..i]);
+                assert_same_as_tiktoken(t, &text[i..]);
+            }
+        }
     }
 
-    /// Inputs that make tiktoken-rs' regex engine panic (about 1 MiB of whitespace) or its BPE
-    /// slow (very long words) are counted without panicking, close to their real count.
+    /// Random strings over characters chosen to exercise the pre-tokenizers' classes: every
+    /// kind of Unicode whitespace and its look-alikes, letters of each case class, marks,
+    /// numbers of several kinds, CJK, emoji with joiners, apostrophes, ASCII punctuation,
+    /// often repeated in runs.
+    #[test]
+    fn counts_equal_tiktoken_on_random_strings() {
+        const CHARS: &[&str] = &[
+            " \t\n\r\u{b}\u{c}\u{85}\u{a0}\u{1680}\u{2000}\u{2007}\u{200a}\u{2028}\u{2029}\u{202f}\u{205f}\u{3000}",
+            "\u{200b}\u{200c}\u{200d}\u{2060}\u{feff}\u{180e}\u{0}\u{1f}\u{7f}",
+            "abcxyzABCXYZ",
+            "éüñßøÉÜÑØǅǈǋʰʲˠ",
+            "αβγΑΒΓжщЖЩ",
+            "\u{300}\u{301}\u{308}\u{327}\u{fe0f}\u{20e3}",
+            "0123456789٠١٢٣४५६０１２ⅠⅫ²³½",
+            "日本語中文字東京大学ひらがなカタカナ한국어",
+            "😀👍🏽👨🇺🇸❤✨🚀",
+            "'’`\"",
+            "sdtmlrve",
+            "!?.,:;-_/\\|()[]{}<>@#$%^&*+=~",
+        ];
+        let classes: Vec<Vec<char>> = CHARS.iter().map(|c| c.chars().collect()).collect();
+        let mut state: u64 = 0x2545_f491_4f6c_dd1d;
+        let mut next = |n: usize| {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            (state % n as u64) as usize
+        };
+        for t in BPE {
+            for _ in 0..3_000 {
+                let len = next(48);
+                let mut text = String::new();
+                let mut c = ' ';
+                for _ in 0..len {
+                    // Half the time repeat the previous character, to make runs.
+                    if next(2) == 0 || text.is_empty() {
+                        let class = &classes[next(classes.len())];
+                        c = class[next(class.len())];
+                    }
+                    text.push(c);
+                }
+                assert_same_as_tiktoken(t, &text);
+            }
+        }
+    }
+
+    /// Whitespace runs of all lengths, alone and between words, count as in `tiktoken` (up to
+    /// 64 KiB: longer runs crash `tiktoken-rs`' regex engine, see below).
+    #[test]
+    fn counts_equal_tiktoken_on_whitespace_runs() {
+        for t in BPE {
+            for unit in [
+                " ", "\t", "\n", "\r\n", " \n", "\n ", "\u{3000}", "\u{a0}", " \t",
+            ] {
+                for n in [1, 2, 3, 4, 7, 16, 33, 80, 81, 129, 1_000, 4_097] {
+                    let run = unit.repeat(n);
+                    for text in [
+                        run.clone(),
+                        format!("x{run}"),
+                        format!("{run}x"),
+                        format!("x{run}y"),
+                        format!("x.{run}\ny"),
+                    ] {
+                        assert_same_as_tiktoken(t, &text);
+                    }
+                }
+                let run = unit.repeat(64 * 1024 / unit.len());
+                assert_same_as_tiktoken(t, &format!("x{run}y"));
+            }
+        }
+    }
+
+    /// Whole documents of 1 MiB count exactly as in `tiktoken`.
+    #[test]
+    fn counts_equal_tiktoken_on_1_mib_documents() {
+        const MIB: usize = 1 << 20;
+        let json = {
+            let mut items = Vec::new();
+            for i in 0..6_000 {
+                items.push(
+                    json!({"id": i, "name": format!("item {i}"), "price": i as f64 * 1.25,
+                    "tags": ["a", "b c", "日本"], "nested": {"ok": i % 2 == 0, "x": null}}),
+                );
+            }
+            serde_json::to_string_pretty(&items).unwrap()
+        };
+        let docs = [
+            mixed_text(MIB, 3),
+            FRAGMENTS.join(" ").repeat(MIB / 1_000),
+            json,
+            "日本語のテキストと中文文本。한국어 텍스트. ".repeat(MIB / 80),
+            "😀👍🏽 👨‍👩‍👧‍👦🇺🇸 ".repeat(MIB / 50),
+        ];
+        for t in BPE {
+            for doc in &docs {
+                assert!(doc.len() >= MIB * 9 / 10, "{}", doc.len());
+                assert_eq!(t.count_text(doc), tiktoken_count(t, doc), "{t}");
+            }
+        }
+    }
+
+    /// Where `tiktoken`'s `cl100k_base` pattern (`\s++$` first) and `bpe-openai`'s own split
+    /// disagree, the count follows `tiktoken`.
+    #[test]
+    fn cl100k_trailing_whitespace_is_one_piece() {
+        let t = Tokenizer::Cl100kBase;
+        for text in ["x\n ", "x\n\n  ", "x.\n \n\t", "x\r\n "] {
+            assert_same_as_tiktoken(t, text);
+        }
+        // Without the correction `bpe-openai` would count two pieces.
+        let raw = bpe_openai::cl100k_base().count("x\n ") as u64;
+        assert_eq!(raw, tiktoken_count(t, "x\n ") + 1);
+    }
+
+    /// Inputs that make `tiktoken-rs`' regex engine overflow its stack (about 1 MiB of
+    /// whitespace) or its BPE quadratic (very long words) are counted without trouble, at the
+    /// rate of a 64 KiB piece of the same input (which `tiktoken-rs` still counts).
     #[test]
     fn pathological_input_is_counted_without_panicking() {
         const MIB: usize = 1 << 20;
         for t in BPE {
-            let bpe = bpe_of(t);
-            for unit in [" ", "\t", "\n", "a", "^", "日"] {
+            for unit in [" ", "\t", "\n", "\r\n", "\u{3000}", "a", "^", "日", "1"] {
                 let text = unit.repeat(MIB / unit.len() + 1) + "x";
                 let n = t.count_text(&text);
-                // Compare with a whole-text count of a smaller piece, scaled up.
                 let small = unit.repeat(64 * 1024 / unit.len());
-                let per_byte = bpe.encode_ordinary(&small).len() as f64 / small.len() as f64;
+                let per_byte = tiktoken_count(t, &small) as f64 / small.len() as f64;
                 let expected = per_byte * text.len() as f64;
                 assert!(
-                    (n as f64) >= expected * 0.9 && (n as f64) <= expected * 1.1 + 300.0,
+                    (n as f64) >= expected * 0.99 && (n as f64) <= expected * 1.01 + 10.0,
                     "{t} {unit:?}: {n} vs ~{expected}"
                 );
             }

@@ -90,7 +90,7 @@ async fn parallel_requests_never_exceed_the_tpm_limit() {
     // All 100 are in flight together (the upstream takes 700 ms), so nothing is settled before
     // the last one is admitted: at most floor(1000 / demand) fit, and the rest are refused.
     let demand = 1000 / admitted;
-    assert!(admitted >= 5 && admitted <= 9, "admitted {admitted}");
+    assert!((5..=9).contains(&admitted), "admitted {admitted}");
     assert!(
         demand >= 100,
         "each admitted request reserved at least its max_tokens"
@@ -212,11 +212,7 @@ async fn streaming_usage_settles_and_is_booked() {
     let mut body2 = body.clone();
     body2["stream_options"] = json!({"include_usage": true});
     let text = post(&s, "a", &body2).await.text().await.unwrap();
-    let usage_line = text
-        .lines()
-        .filter(|l| l.contains("\"usage\":{"))
-        .last()
-        .unwrap();
+    let usage_line = text.lines().rfind(|l| l.contains("\"usage\":{")).unwrap();
     let usage: Value = serde_json::from_str(usage_line.strip_prefix("data: ").unwrap()).unwrap();
     let (p, c) = (
         usage["usage"]["prompt_tokens"].as_u64().unwrap(),
@@ -235,10 +231,7 @@ async fn streaming_usage_settles_and_is_booked() {
     }
     let a = &report["keys"]["a"];
     assert_eq!(a["requests"], 2, "{report}");
-    assert!(
-        a["completion_tokens"].as_u64().unwrap() >= c + 1,
-        "{report}"
-    );
+    assert!(a["completion_tokens"].as_u64().unwrap() > c, "{report}");
     assert!(a["prompt_tokens"].as_u64().unwrap() >= p, "{report}");
     // $1 per prompt token, $2 per completion token at these prices.
     let cost = a["cost_usd"].as_f64().unwrap();

@@ -45,12 +45,12 @@ impl Rng {
         self.below(100) < percent
     }
 
-    fn from_alphabet(&mut self, alphabet: &[u8], n: usize) -> String {
+    fn string_of(&mut self, alphabet: &[u8], n: usize) -> String {
         (0..n).map(|_| char::from(*self.pick(alphabet))).collect()
     }
 
     fn digits(&mut self, n: usize) -> String {
-        self.from_alphabet(b"0123456789", n)
+        self.string_of(b"0123456789", n)
     }
 }
 
@@ -348,28 +348,28 @@ fn iban_compact(rng: &mut Rng) -> String {
         0 => ("DE", rng.digits(18)),
         1 => (
             "GB",
-            format!("{}{}", rng.from_alphabet(UPPER, 4), rng.digits(14)),
+            format!("{}{}", rng.string_of(UPPER, 4), rng.digits(14)),
         ),
         2 => (
             "FR",
             format!(
                 "{}{}{}",
                 rng.digits(10),
-                rng.from_alphabet(UPPER_NUM, 11),
+                rng.string_of(UPPER_NUM, 11),
                 rng.digits(2)
             ),
         ),
         3 => (
             "NL",
-            format!("{}{}", rng.from_alphabet(UPPER, 4), rng.digits(10)),
+            format!("{}{}", rng.string_of(UPPER, 4), rng.digits(10)),
         ),
         4 => ("ES", rng.digits(20)),
         5 => (
             "IT",
             format!(
                 "{}{}",
-                rng.from_alphabet(UPPER, 1),
-                rng.from_alphabet(UPPER_NUM, 22)
+                rng.string_of(UPPER, 1),
+                rng.string_of(UPPER_NUM, 22)
             ),
         ),
         6 => ("BE", rng.digits(12)),
@@ -463,38 +463,38 @@ fn ip(rng: &mut Rng) -> String {
 
 fn secret(rng: &mut Rng) -> String {
     match rng.below(12) {
-        0 => format!("sk-{}", rng.from_alphabet(ALNUM, 48)),
-        1 => format!("sk-proj-{}", rng.from_alphabet(B64URL, 100)),
-        10 => format!("sk-ant-api03-{}", rng.from_alphabet(B64URL, 95)),
+        0 => format!("sk-{}", rng.string_of(ALNUM, 48)),
+        1 => format!("sk-proj-{}", rng.string_of(B64URL, 100)),
+        10 => format!("sk-ant-api03-{}", rng.string_of(B64URL, 95)),
         11 => format!(
             "xoxp-{}-{}-{}-{}",
             rng.digits(11),
             rng.digits(12),
             rng.digits(13),
-            rng.from_alphabet(HEX, 32)
+            rng.string_of(HEX, 32)
         ),
-        2 => format!("AKIA{}", rng.from_alphabet(UPPER_NUM, 16)),
-        3 => format!("ghp_{}", rng.from_alphabet(ALNUM, 36)),
+        2 => format!("AKIA{}", rng.string_of(UPPER_NUM, 16)),
+        3 => format!("ghp_{}", rng.string_of(ALNUM, 36)),
         4 => format!(
             "xoxb-{}-{}-{}",
             rng.digits(12),
             rng.digits(13),
-            rng.from_alphabet(ALNUM, 24)
+            rng.string_of(ALNUM, 24)
         ),
-        5 => format!("AIza{}", rng.from_alphabet(B64URL, 35)),
+        5 => format!("AIza{}", rng.string_of(B64URL, 35)),
         6 => format!(
             "eyJ{}.eyJ{}.{}",
-            rng.from_alphabet(B64URL, 20),
-            rng.from_alphabet(B64URL, 40),
-            rng.from_alphabet(B64URL, 43)
+            rng.string_of(B64URL, 20),
+            rng.string_of(B64URL, 40),
+            rng.string_of(B64URL, 43)
         ),
         7 => format!(
             "-----BEGIN RSA PRIVATE KEY-----\n{}\n{}\n-----END RSA PRIVATE KEY-----",
-            rng.from_alphabet(B64, 64),
-            rng.from_alphabet(B64, 40)
+            rng.string_of(B64, 64),
+            rng.string_of(B64, 40)
         ),
-        8 => format!("{}=", rng.from_alphabet(B64, 43)),
-        _ => format!("github_pat_{}", rng.from_alphabet(ALNUM, 82)),
+        8 => format!("{}=", rng.string_of(B64, 43)),
+        _ => format!("github_pat_{}", rng.string_of(ALNUM, 82)),
     }
 }
 
@@ -562,15 +562,15 @@ fn look_alike(rng: &mut Rng) -> String {
         6 => format!("Order {}", rng.range(1_000_000_000, 999_999_999_999)),
         7 => format!("Order #A-{}", rng.digits(8)),
         8 => format!("ORD-{}-{}", rng.range(2015, 2030), rng.digits(6)),
-        9 => format!("commit {}", rng.from_alphabet(HEX, 40)),
-        10 => format!("sha256:{}", rng.from_alphabet(HEX, 64)),
+        9 => format!("commit {}", rng.string_of(HEX, 40)),
+        10 => format!("sha256:{}", rng.string_of(HEX, 64)),
         11 => format!(
             "{}-{}-{}-{}-{}",
-            rng.from_alphabet(HEX, 8),
-            rng.from_alphabet(HEX, 4),
-            rng.from_alphabet(HEX, 4),
-            rng.from_alphabet(HEX, 4),
-            rng.from_alphabet(HEX, 12)
+            rng.string_of(HEX, 8),
+            rng.string_of(HEX, 4),
+            rng.string_of(HEX, 4),
+            rng.string_of(HEX, 4),
+            rng.string_of(HEX, 12)
         ),
         12 => {
             // Luhn-invalid card number.
@@ -612,7 +612,7 @@ fn look_alike(rng: &mut Rng) -> String {
         ),
         16 => {
             let mac: Vec<String> = (0..6)
-                .map(|_| rng.from_alphabet(b"0123456789ABCDEF", 2))
+                .map(|_| rng.string_of(b"0123456789ABCDEF", 2))
                 .collect();
             mac.join(":")
         }
@@ -630,8 +630,8 @@ fn look_alike(rng: &mut Rng) -> String {
         21 => format!(
             "{}-{}-{}",
             rng.pick(WORDS),
-            rng.from_alphabet(b"0123456789abcdef", 10),
-            rng.from_alphabet(b"bcdfghjklmnpqrstvwxz2456789", 5)
+            rng.string_of(b"0123456789abcdef", 10),
+            rng.string_of(b"bcdfghjklmnpqrstvwxz2456789", 5)
         ),
         22 => format!(
             "ISBN 978-{}-{}-{}-{}",
@@ -660,11 +660,8 @@ fn look_alike(rng: &mut Rng) -> String {
             rng.below(100),
             rng.below(10)
         ),
-        27 => format!("color #{}", rng.from_alphabet(HEX, 6)),
-        28 => format!(
-            "short sha {} and tag v1.2.3.4-beta",
-            rng.from_alphabet(HEX, 7)
-        ),
+        27 => format!("color #{}", rng.string_of(HEX, 6)),
+        28 => format!("short sha {} and tag v1.2.3.4-beta", rng.string_of(HEX, 7)),
         29 => format!(
             "Chrome {}.0.{}.{}",
             rng.range(100, 130),
@@ -692,7 +689,7 @@ fn look_alike(rng: &mut Rng) -> String {
             rng.below(10000)
         ),
         33 => format!("arn:aws:iam::{}:role/{}", rng.digits(12), rng.pick(WORDS)),
-        34 => format!("ObjectId(\"{}\")", rng.from_alphabet(HEX, 24)),
+        34 => format!("ObjectId(\"{}\")", rng.string_of(HEX, 24)),
         35 => format!(
             "score {}-{}-{}, call back in {}-{} minutes",
             rng.below(10),
@@ -731,7 +728,7 @@ struct Stat {
 #[test]
 fn eval_precision_recall() {
     let policy = PiiPolicy::new(&PiiSpec::all(Action::Redact)).unwrap();
-    let mut rng = Rng(0x5eed_0f_5100_1ce);
+    let mut rng = Rng(0x5eed_0f51_001c);
     type Gen = fn(&mut Rng) -> String;
     let gens: [(Entity, Gen, u32); 7] = [
         (Entity::Email, email, 400),
@@ -831,6 +828,30 @@ fn eval_precision_recall() {
     for f in &fps {
         eprintln!("FP {f:?}");
     }
+
+    // Known limits, measured but not asserted: random single-case tokens without a prefix
+    // (often read as words), and bare four-part version numbers (read as IPv4 addresses).
+    let lower_found = (0..500)
+        .filter(|_| {
+            let tok = rng.string_of(b"abcdefghijklmnopqrstuvwxyz0123456789", 40);
+            !policy.scan(&format!("token {tok} here")).is_empty()
+        })
+        .count();
+    let version_fp = (0..500)
+        .filter(|_| {
+            let v = format!(
+                "Firefox {}.{}.{}.{}",
+                rng.range(1, 255),
+                rng.below(10),
+                rng.below(10),
+                rng.below(10)
+            );
+            !policy.scan(&v).is_empty()
+        })
+        .count();
+    eprintln!(
+        "known limits: [a-z0-9]{{40}} tokens found {lower_found}/500; bare a.b.c.d versions reported {version_fp}/500"
+    );
 
     assert!(positives >= 2000 && negatives >= 2000);
     for st in &stats {

@@ -7,19 +7,30 @@
 //!
 //! # How a scan works
 //!
-//! 1. Every pattern (built-in formats plus the custom ones) is compiled into one `RegexSet`. One
-//!    pass over the text tells which patterns match anywhere; the rest cost nothing more. A text
-//!    without PII is read once by that DFA and once by a byte loop for generic tokens.
-//! 2. Each matching pattern's own `Regex` finds the candidates, and a validator cuts false
-//!    positives: Luhn for cards, ISO 13616 mod-97 for IBANs, area/group/serial ranges for SSNs,
-//!    `std::net` parsing for IP addresses, boundaries (a number glued to other digits is part of
-//!    something longer), and Shannon entropy for generic tokens. When a candidate is rejected the
-//!    search resumes one character later, so a rejected long candidate cannot hide a valid short
-//!    one.
-//! 3. Overlapping findings: the longest span wins; on equal length the higher priority wins:
+//! No regex is compiled per call; a text without PII is read a few times at DFA speed and,
+//! unless it holds candidates the validators then reject, allocates nothing.
+//!
+//! 1. Formats with a literal (`@` of emails, `+` of international phones, `sk-`, `AKIA`, `ghp_`,
+//!    `-----BEGIN`, `eyJ`, ...) and custom patterns are each searched on their own: the regex
+//!    crate's literal prefilters skip a text without that literal at memchr speed.
+//! 2. Numeric formats without such a literal (cards, SSNs, IBANs, IPv4/IPv6, national phones)
+//!    share one pass: an alternation of all of them finds the next position where any matches,
+//!    then a `RegexSet` of the anchored patterns tells which ones match there (within 72 bytes),
+//!    and only those are run. Every matching position is examined, so a rejected long candidate
+//!    cannot hide a valid one starting inside it. (A `RegexSet` over the whole text followed by
+//!    one pass per matching pattern costs a full pass per format on PII-dense text.)
+//! 3. A byte loop finds generic high-entropy tokens.
+//! 4. Validators cut false positives: Luhn for cards, ISO 13616 mod-97 for IBANs,
+//!    area/group/serial ranges for SSNs, `std::net` parsing for IP addresses, boundaries (a
+//!    number glued to other digits is part of something longer), entropy and word-likeness for
+//!    generic tokens.
+//! 5. Overlapping findings: the longest span wins; on equal length the higher priority wins:
 //!    custom > secret > credit_card > iban > ssn > phone > ip_address > email. A span shaped
 //!    like an IBAN whose checksum fails suppresses phone/card/SSN findings inside it (a mistyped
 //!    account number must not turn into a phone number).
+//!
+//! Work stays linear in the text: unbounded candidates (`sk-…`, email local parts, PEM bodies)
+//! are never rescanned after a rejection.
 //!
 //! # Decisions worth knowing
 //!
@@ -433,15 +444,31 @@ struct Hit {
     label: usize,
 }
 
+/// The numeric formats, compiled for one shared pass.
+#[derive(Debug)]
+struct Windowed {
+    /// All patterns as one alternation: its leftmost match start is the next position where any
+    /// of them matches.
+    any: Regex,
+    /// The patterns anchored (`^(?:...)`): which match at a candidate position.
+    set: RegexSet,
+    /// Same order as `set`; `regex` is the anchored pattern.
+    rules: Vec<Rule>,
+}
+
 /// A compiled PII policy: build once, share (`Send + Sync`), call per request.
 #[derive(Debug)]
 pub struct PiiPolicy {
     entities: Vec<(Entity, Action)>,
     custom: Vec<(String, Regex, Action)>,
     mode: RedactMode,
-    /// One pattern per rule, same order; `None` when there are no rules.
-    set: Option<RegexSet>,
+    /// Rules with a literal prefix or a rare required byte (`@`, `+`, `sk-`, ...) and custom
+    /// patterns: each searched on its own, which the regex prefilters make nearly free when the
+    /// literal is absent.
     rules: Vec<Rule>,
+    /// Numeric formats with no literal to anchor a prefilter on (cards, SSNs, IBANs, IPs,
+    /// national phones): searched together, see [`Windowed`].
+    windowed: Option<Windowed>,
     /// Labels: first one per entity (by index), then one per custom pattern.
     labels: Vec<Label>,
     /// Action of the generic high-entropy secret rule, when `secret` is enabled.
@@ -479,22 +506,43 @@ impl PiiPolicy {
                 tag: e.tag().to_owned(),
             })
             .collect();
+        let build = |e: regex::Error| PiiError::Build {
+            reason: e.to_string(),
+        };
         let mut rules = Vec::new();
+        let mut window_rules = Vec::new();
         for b in BUILTINS {
             let Some(action) = actions[b.entity.index()] else {
                 continue;
             };
-            let regex = Regex::new(b.pattern).map_err(|e| PiiError::Build {
-                reason: e.to_string(),
-            })?;
-            rules.push(Rule {
+            let (list, pattern) = if b.windowed {
+                (&mut window_rules, format!("^(?:{})", b.pattern))
+            } else {
+                (&mut rules, b.pattern.to_owned())
+            };
+            list.push(Rule {
                 entity: b.entity,
                 check: b.check,
-                regex,
+                regex: Regex::new(&pattern).map_err(build)?,
                 action,
                 label: b.entity.index(),
             });
         }
+        let windowed = if window_rules.is_empty() {
+            None
+        } else {
+            let alternation = BUILTINS
+                .iter()
+                .filter(|b| b.windowed && actions[b.entity.index()].is_some())
+                .map(|b| format!("(?:{})", b.pattern))
+                .collect::<Vec<_>>()
+                .join("|");
+            Some(Windowed {
+                any: Regex::new(&alternation).map_err(build)?,
+                set: RegexSet::new(window_rules.iter().map(|r| r.regex.as_str())).map_err(build)?,
+                rules: window_rules,
+            })
+        };
 
         let mut custom = Vec::with_capacity(spec.custom.len());
         for c in &spec.custom {
@@ -531,24 +579,12 @@ impl PiiPolicy {
             custom.push((c.name.clone(), regex, c.action));
         }
 
-        let set = if rules.is_empty() {
-            None
-        } else {
-            Some(
-                RegexSet::new(rules.iter().map(|r| r.regex.as_str())).map_err(|e| {
-                    PiiError::Build {
-                        reason: e.to_string(),
-                    }
-                })?,
-            )
-        };
-
         Ok(Self {
             entities: spec.entities.clone(),
             custom,
             mode: spec.mode,
-            set,
             rules,
+            windowed,
             labels,
             generic_secret: actions[Entity::Secret.index()],
         })
@@ -571,11 +607,11 @@ impl PiiPolicy {
 
     /// Nothing to look for: every call returns the text unchanged.
     pub fn is_noop(&self) -> bool {
-        self.rules.is_empty() && self.generic_secret.is_none()
+        self.rules.is_empty() && self.windowed.is_none() && self.generic_secret.is_none()
     }
 
-    /// Find PII in `text`, ordered by position, non-overlapping. Allocates nothing when nothing
-    /// is found.
+    /// Find PII in `text`, ordered by position, non-overlapping. A text without candidates
+    /// allocates nothing (the empty `Vec` does not allocate).
     pub fn scan(&self, text: &str) -> Vec<Finding<'_>> {
         self.hits(text)
             .into_iter()
@@ -641,23 +677,23 @@ impl PiiPolicy {
     fn hits(&self, text: &str) -> Vec<Hit> {
         let mut hits = Vec::new();
         let mut claims: Vec<Range<usize>> = Vec::new();
-        if let Some(set) = &self.set {
-            let matched = set.matches(text);
-            if matched.matched_any() {
-                for i in matched.iter() {
-                    if let Some(rule) = self.rules.get(i) {
-                        run_rule(rule, text, &mut hits, &mut claims);
-                    }
-                }
-            }
+        for rule in &self.rules {
+            run_rule(rule, text, &mut hits);
+        }
+        if let Some(w) = &self.windowed {
+            run_windowed(w, text, &mut hits, &mut claims);
         }
         if let Some(action) = self.generic_secret {
             generic_secrets(text, action, &mut hits);
         }
         if !claims.is_empty() {
+            merge_ranges(&mut claims);
             hits.retain(|h| {
-                !(matches!(h.entity, Entity::Phone | Entity::CreditCard | Entity::Ssn)
-                    && claims.iter().any(|c| c.start <= h.start && h.end <= c.end))
+                if !matches!(h.entity, Entity::Phone | Entity::CreditCard | Entity::Ssn) {
+                    return true;
+                }
+                let i = claims.partition_point(|c| c.start <= h.start);
+                !(i > 0 && h.end <= claims[i - 1].end)
             });
         }
         resolve_overlaps(&mut hits);
@@ -674,8 +710,75 @@ fn next_boundary(text: &str, i: usize) -> usize {
     j
 }
 
-fn run_rule(rule: &Rule, text: &str, hits: &mut Vec<Hit>, claims: &mut Vec<Range<usize>>) {
+/// Sort and merge overlapping ranges, so they are disjoint and ordered.
+fn merge_ranges(ranges: &mut Vec<Range<usize>>) {
+    ranges.sort_by_key(|r| r.start);
+    let mut out: Vec<Range<usize>> = Vec::with_capacity(ranges.len());
+    for r in ranges.drain(..) {
+        match out.last_mut() {
+            Some(last) if r.start < last.end => last.end = last.end.max(r.end),
+            _ => out.push(r),
+        }
+    }
+    *ranges = out;
+}
+
+/// The shared pass over the numeric formats: find the next position where any of them matches,
+/// check there which do (anchored, within [`recognizers::WINDOW`] bytes), validate each, and go
+/// on. Every position where a format may start is examined, so a rejected candidate cannot hide
+/// another one that starts inside it. Every validator of these formats rejects a match glued to a
+/// preceding letter, digit or `_`, so positions inside a word are skipped without running any
+/// pattern (this keeps `std::collections::HashMap` or long digit runs cheap).
+fn run_windowed(w: &Windowed, text: &str, hits: &mut Vec<Hit>, claims: &mut Vec<Range<usize>>) {
+    let b = text.as_bytes();
+    let is_word = |c: u8| c.is_ascii_alphanumeric() || c == b'_';
     let mut pos = 0;
+    while pos < text.len() {
+        let Some(m) = w.any.find_at(text, pos) else {
+            break;
+        };
+        let p = m.start();
+        if p == 0 || !is_word(b[p - 1]) {
+            let mut end = (p + recognizers::WINDOW).min(text.len());
+            while !text.is_char_boundary(end) {
+                end -= 1;
+            }
+            let window = &text[p..end];
+            for i in w.set.matches(window).iter() {
+                let Some(rule) = w.rules.get(i) else {
+                    continue;
+                };
+                let Some(rm) = rule.regex.find(window) else {
+                    continue;
+                };
+                if rm.is_empty() {
+                    continue;
+                }
+                match recognizers::validate(rule.check, text, p..p + rm.end()) {
+                    Verdict::Accept(r) => hits.push(Hit {
+                        start: r.start,
+                        end: r.end,
+                        entity: rule.entity,
+                        action: rule.action,
+                        label: rule.label,
+                    }),
+                    Verdict::Claim(r) => claims.push(r),
+                    Verdict::Reject | Verdict::Skip => {}
+                }
+            }
+        }
+        // The next position not glued to a word byte.
+        let mut j = p;
+        while j < b.len() && is_word(b[j]) {
+            j += 1;
+        }
+        pos = next_boundary(text, j);
+    }
+}
+
+fn run_rule(rule: &Rule, text: &str, hits: &mut Vec<Hit>) {
+    let mut pos = 0;
+    let mut pem_stop = 0;
     while pos < text.len() {
         let Some(m) = rule.regex.find_at(text, pos) else {
             break;
@@ -684,7 +787,16 @@ fn run_rule(rule: &Rule, text: &str, hits: &mut Vec<Hit>, claims: &mut Vec<Range
             pos = next_boundary(text, m.start());
             continue;
         }
-        match recognizers::validate(rule.check, text, m.range()) {
+        let verdict = if rule.check == Check::Pem {
+            Verdict::Accept(recognizers::pem_block(
+                text.as_bytes(),
+                m.range(),
+                &mut pem_stop,
+            ))
+        } else {
+            recognizers::validate(rule.check, text, m.range())
+        };
+        match verdict {
             Verdict::Accept(r) => {
                 pos = r.end.max(next_boundary(text, m.start()));
                 hits.push(Hit {
@@ -695,11 +807,8 @@ fn run_rule(rule: &Rule, text: &str, hits: &mut Vec<Hit>, claims: &mut Vec<Range
                     label: rule.label,
                 });
             }
-            Verdict::Claim(r) => {
-                pos = r.end.max(next_boundary(text, m.start()));
-                claims.push(r);
-            }
-            Verdict::Reject => pos = next_boundary(text, m.start()),
+            Verdict::Reject | Verdict::Claim(_) => pos = next_boundary(text, m.start()),
+            Verdict::Skip => pos = m.end(),
         }
     }
 }
@@ -710,32 +819,35 @@ fn generic_secrets(text: &str, action: Action, hits: &mut Vec<Hit>) {
     let b = text.as_bytes();
     let mut i = 0;
     while i < b.len() {
-        if !recognizers::is_token_byte(b[i]) {
+        // Skip to the next run, then to its end.
+        while i < b.len() && !recognizers::is_token_byte(b[i]) {
             i += 1;
-            continue;
         }
         let start = i;
         while i < b.len() && recognizers::is_token_byte(b[i]) {
-            // `=` is base64 padding only at the end: an inner one separates `key=value`, so
-            // the value is judged (and, if it is another entity, reported) on its own.
-            if b[i] == b'='
-                && i > start
-                && b.get(i + 1)
-                    .is_some_and(|&c| c != b'=' && recognizers::is_token_byte(c))
-            {
-                i += 1;
-                break;
-            }
             i += 1;
         }
-        if i - start >= recognizers::GENERIC_MIN_LEN && recognizers::looks_random(&b[start..i]) {
-            hits.push(Hit {
-                start,
-                end: i,
-                entity: Entity::Secret,
-                action,
-                label: Entity::Secret.index(),
-            });
+        if i - start < recognizers::GENERIC_MIN_LEN {
+            continue;
+        }
+        // `=` is base64 padding only at the end: an inner one separates `key=value`, so each
+        // part is judged (and, if it is another entity, reported) on its own.
+        let mut part = start;
+        for j in start..i {
+            let inner_eq = b[j] == b'=' && j + 1 < i && b[j + 1] != b'=';
+            if inner_eq || j + 1 == i {
+                let end = j + 1;
+                if recognizers::looks_random(&b[part..end]) {
+                    hits.push(Hit {
+                        start: part,
+                        end,
+                        entity: Entity::Secret,
+                        action,
+                        label: Entity::Secret.index(),
+                    });
+                }
+                part = end;
+            }
         }
     }
 }

@@ -31,8 +31,8 @@ pub(super) enum Check {
         fixed: bool,
     },
     Jwt,
-    /// Accepted as matched (PEM private keys).
-    Plain,
+    /// A PEM private key: the regex finds the BEGIN line, [`pem_block`] the rest.
+    Pem,
     /// A user pattern from config: accepted as matched.
     Custom,
 }
@@ -42,7 +42,15 @@ pub(super) struct Builtin {
     pub entity: Entity,
     pub check: Check,
     pub pattern: &'static str,
+    /// Starts with a digit/letter class and no literal: searched in the shared candidate pass
+    /// (see `PiiPolicy::hits`) instead of a pass of its own. Matches are at most
+    /// [`WINDOW`] bytes long.
+    pub windowed: bool,
 }
+
+/// Longest match of a windowed pattern is 50 bytes (IPv6 with an IPv4 tail); candidates are
+/// examined in a window this long.
+pub(super) const WINDOW: usize = 72;
 
 /// Every built-in pattern. Several patterns may share an entity (national phone formats, the
 /// secret prefixes); the `RegexSet` reports them separately so only the formats present run.
@@ -51,6 +59,7 @@ pub(super) const BUILTINS: &[Builtin] = &[
         entity: Entity::Email,
         check: Check::Email,
         pattern: r"[A-Za-z0-9._%+-]+@(?:[A-Za-z0-9-]+\.)+[A-Za-z]{2,24}",
+        windowed: false,
     },
     // E.164 and spaced/dashed international forms: `+1 (555) 123-4567`, `+44 20 7946 0958`,
     // `+44 (0)20 7946 0958`, `+4915112345678`.
@@ -58,99 +67,118 @@ pub(super) const BUILTINS: &[Builtin] = &[
         entity: Entity::Phone,
         check: Check::PhoneIntl,
         pattern: r"\+[1-9][0-9]{0,2}(?:[ .-]?(?:\([0-9]{1,4}\)|[0-9]{1,5})){1,6}",
+        windowed: false,
     },
     // US with area code in parentheses: `(555) 123-4567`, `1 (555) 123 4567`.
     Builtin {
         entity: Entity::Phone,
         check: Check::PhoneNational { uniform: false },
         pattern: r"(?:1[ .-]?)?\([2-9][0-9]{2}\)[ .-]?[0-9]{3}[ .-][0-9]{4}",
+        windowed: false,
     },
     // US plain: `555-123-4567`, `555.123.4567`, `555 123 4567`, `1-800-555-1234`.
     Builtin {
         entity: Entity::Phone,
         check: Check::PhoneNational { uniform: true },
         pattern: r"(?:1[ .-])?[2-9][0-9]{2}[ .-][0-9]{3}[ .-][0-9]{4}",
+        windowed: true,
     },
     // UK: `020 7946 0958`, `0161 496 0000`, `07911 123456`, `07911 123 456`.
     Builtin {
         entity: Entity::Phone,
         check: Check::PhoneNational { uniform: true },
         pattern: r"0[1-9][0-9](?: [0-9]{4} [0-9]{4}|[0-9] [0-9]{3} [0-9]{4}|[0-9]{2} [0-9]{6}|[0-9]{2} [0-9]{3} [0-9]{3})",
+        windowed: true,
     },
     // DE: `030 12345678`, `0171 2345678`, `089/1234567`, `030 1234 5678`.
     Builtin {
         entity: Entity::Phone,
         check: Check::PhoneNational { uniform: false },
         pattern: r"0[1-9][0-9]{1,4}[ /-][0-9]{3,8}(?: [0-9]{2,5})?",
+        windowed: true,
     },
     // FR: `01 23 45 67 89`, `06.12.34.56.78`.
     Builtin {
         entity: Entity::Phone,
         check: Check::PhoneNational { uniform: true },
         pattern: r"0[1-9](?:[ .][0-9]{2}){4}",
+        windowed: true,
     },
     // 4-4-4-4(-3) groups, Amex/Diners 4-6-5 and 4-6-4, or 13–19 contiguous digits.
     Builtin {
         entity: Entity::CreditCard,
         check: Check::Card,
         pattern: r"[3-6][0-9]{3}(?:[ -][0-9]{4}){2}[ -][0-9]{1,4}(?:[ -][0-9]{3})?|3[0-9]{3}[ -][0-9]{6}[ -][0-9]{4,5}|[3-6][0-9]{12,18}",
+        windowed: true,
     },
     Builtin {
         entity: Entity::Ssn,
         check: Check::Ssn,
         pattern: r"[0-9]{3}[ -][0-9]{2}[ -][0-9]{4}",
+        windowed: true,
     },
     // Country code, check digits, then the BBAN compact or in groups of four.
     Builtin {
         entity: Entity::Iban,
         check: Check::Iban,
         pattern: r"[A-Z]{2}[0-9]{2}(?: ?[A-Z0-9]{4}){2,7}(?: ?[A-Z0-9]{1,3})?",
+        windowed: true,
     },
     Builtin {
         entity: Entity::IpAddress,
         check: Check::Ipv4,
         pattern: r"[0-9]{1,3}\.[0-9]{1,3}\.[0-9]{1,3}\.[0-9]{1,3}",
+        windowed: true,
     },
     Builtin {
         entity: Entity::IpAddress,
         check: Check::Ipv6,
         pattern: r"(?:[0-9A-Fa-f]{0,4}:){2,7}(?:[0-9]{1,3}\.[0-9]{1,3}\.[0-9]{1,3}\.[0-9]{1,3}|[0-9A-Fa-f]{1,4})?",
+        windowed: true,
     },
     Builtin {
         entity: Entity::Secret,
         check: Check::OpenAiKey,
         pattern: r"sk-[A-Za-z0-9_-]{20,}",
+        windowed: false,
     },
     Builtin {
         entity: Entity::Secret,
         check: Check::Token { fixed: true },
         pattern: r"(?:AKIA|ASIA)[A-Z0-9]{16}",
+        windowed: false,
     },
     Builtin {
         entity: Entity::Secret,
         check: Check::Token { fixed: false },
         pattern: r"gh[pousr]_[A-Za-z0-9]{36,}|github_pat_[A-Za-z0-9_]{22,}",
+        windowed: false,
     },
     Builtin {
         entity: Entity::Secret,
         check: Check::Token { fixed: false },
         pattern: r"xox[abeprs]-[0-9][A-Za-z0-9-]{9,}",
+        windowed: false,
     },
     Builtin {
         entity: Entity::Secret,
         check: Check::Token { fixed: true },
         pattern: r"AIza[0-9A-Za-z_-]{35}",
+        windowed: false,
     },
-    // A whole PEM block when its END line is there, else the BEGIN line and the base64 after it.
+    // The BEGIN line of a PEM private key; `pem_block` extends it over the body and END line
+    // (a lazy `.*?` up to END would rescan to the end of the text for every unterminated BEGIN).
     Builtin {
         entity: Entity::Secret,
-        check: Check::Plain,
-        pattern: r"-----BEGIN [A-Z0-9 ]*PRIVATE KEY-----(?:(?s:.*?)-----END [A-Z0-9 ]*PRIVATE KEY-----|[A-Za-z0-9+/=\r\n\t ]*)",
+        check: Check::Pem,
+        pattern: r"-----BEGIN [A-Z0-9 ]*PRIVATE KEY-----",
+        windowed: false,
     },
     Builtin {
         entity: Entity::Secret,
         check: Check::Jwt,
         pattern: r"eyJ[A-Za-z0-9_-]{4,}\.eyJ[A-Za-z0-9_-]{4,}\.[A-Za-z0-9_-]*",
+        windowed: false,
     },
 ];
 
@@ -159,8 +187,11 @@ pub(super) const BUILTINS: &[Builtin] = &[
 pub(super) enum Verdict {
     /// PII at this byte range (may be narrower than the regex match).
     Accept(Range<usize>),
-    /// Not PII.
+    /// Not PII; the search resumes one character after the match start.
     Reject,
+    /// Not PII, and no match starting inside this one can be either: the search resumes at the
+    /// match end. Keeps rejections of unbounded patterns (`sk-…`, email local parts) linear.
+    Skip,
     /// Not PII, but shaped like an IBAN: numbers inside this range are parts of an account
     /// number, not cards, phones or SSNs (a mistyped IBAN must not turn into a phone finding).
     Claim(Range<usize>),
@@ -178,6 +209,11 @@ pub(super) fn validate(check: Check, text: &str, m: Range<usize>) -> Verdict {
     };
     match check {
         Check::Email => email(b, m.clone()),
+        // An `sk-`, `ghp_`, `eyJ` found inside a rejected token run has a token byte before it,
+        // so it would be rejected too.
+        Check::OpenAiKey => skip_unless(openai_key(b, m.clone()), m),
+        Check::Token { fixed } => skip_unless(token(b, m.clone(), fixed), m),
+        Check::Jwt => skip_unless(!continues_token(before(b, m.start)), m),
         Check::PhoneIntl => ok(phone_intl(b, m.clone())),
         Check::PhoneNational { uniform } => ok(phone_national(b, m.clone(), uniform)),
         Check::Card => ok(card(b, m.clone())),
@@ -185,10 +221,15 @@ pub(super) fn validate(check: Check, text: &str, m: Range<usize>) -> Verdict {
         Check::Iban => iban(b, m.clone()),
         Check::Ipv4 => ok(ipv4(text, m.clone())),
         Check::Ipv6 => ok(ipv6(text, m.clone())),
-        Check::OpenAiKey => ok(openai_key(b, m.clone())),
-        Check::Token { fixed } => ok(token(b, m.clone(), fixed)),
-        Check::Jwt => ok(!continues_token(before(b, m.start))),
-        Check::Plain | Check::Custom => Verdict::Accept(m),
+        Check::Pem | Check::Custom => Verdict::Accept(m),
+    }
+}
+
+fn skip_unless(yes: bool, m: Range<usize>) -> Verdict {
+    if yes {
+        Verdict::Accept(m)
+    } else {
+        Verdict::Skip
     }
 }
 
@@ -261,9 +302,11 @@ fn digits(b: &[u8], m: Range<usize>) -> Option<(Vec<u8>, bool)> {
     Some((ds, uniform))
 }
 
+/// Rejections skip the whole match: a later start inside the local part shares its `@` and
+/// domain, so it fails the same checks.
 fn email(b: &[u8], m: Range<usize>) -> Verdict {
     let Some(at_pos) = b[m.clone()].iter().position(|&c| c == b'@') else {
-        return Verdict::Reject;
+        return Verdict::Skip;
     };
     let at_pos = m.start + at_pos;
     // The local part may have swallowed leading dots or dashes of the surrounding text.
@@ -272,14 +315,14 @@ fn email(b: &[u8], m: Range<usize>) -> Verdict {
         start += 1;
     }
     if start == at_pos || b[at_pos - 1] == b'.' {
-        return Verdict::Reject;
+        return Verdict::Skip;
     }
     let domain = &b[at_pos + 1..m.end];
     let labels_ok = domain
         .split(|&c| c == b'.')
         .all(|l| !l.is_empty() && l[0] != b'-' && l[l.len() - 1] != b'-');
     if !labels_ok || at(b, m.end) == Some(b'@') {
-        return Verdict::Reject;
+        return Verdict::Skip;
     }
     Verdict::Accept(start..m.end)
 }
@@ -321,7 +364,8 @@ fn luhn(ds: &[u8]) -> bool {
         }
         sum += v;
     }
-    sum % 10 == 0
+    let rem = sum % 10;
+    rem == 0
 }
 
 fn card(b: &[u8], m: Range<usize>) -> bool {
@@ -478,12 +522,27 @@ fn openai_key(b: &[u8], m: Range<usize>) -> bool {
 }
 
 fn token(b: &[u8], m: Range<usize>, fixed: bool) -> bool {
-    !continues_token(before(b, m.start)) && !(fixed && continues_token(at(b, m.end)))
+    if continues_token(before(b, m.start)) {
+        return false;
+    }
+    !fixed || !continues_token(at(b, m.end))
 }
 
 /// Bytes of a generic token: base64 (standard and URL-safe) and `=` padding.
-pub(super) const fn is_token_byte(c: u8) -> bool {
-    c.is_ascii_alphanumeric() || matches!(c, b'+' | b'/' | b'_' | b'=' | b'-')
+pub(super) const TOKEN_BYTE: [bool; 256] = {
+    let mut t = [false; 256];
+    let mut i = 0;
+    while i < 256 {
+        let c = i as u8;
+        t[i] = c.is_ascii_alphanumeric() || matches!(c, b'+' | b'/' | b'_' | b'=' | b'-');
+        i += 1;
+    }
+    t
+};
+
+/// Whether `c` is a generic token byte.
+pub(super) fn is_token_byte(c: u8) -> bool {
+    TOKEN_BYTE[usize::from(c)]
 }
 
 /// Shortest run of token bytes the generic high-entropy rule looks at.
@@ -605,4 +664,55 @@ pub(super) fn looks_random(tok: &[u8]) -> bool {
         && !hex_only
         && entropy(tok) >= GENERIC_MIN_ENTROPY
         && word_fraction(tok) < GENERIC_MAX_WORD_FRACTION
+}
+
+/// PEM body bytes: base64, line breaks, and the `Proc-Type: 4,ENCRYPTED` / `DEK-Info:` headers
+/// of legacy encrypted keys.
+fn is_pem_byte(c: u8) -> bool {
+    c.is_ascii_alphanumeric()
+        || matches!(
+            c,
+            b'+' | b'/' | b'=' | b':' | b',' | b'-' | b' ' | b'\r' | b'\n' | b'\t'
+        )
+}
+
+/// Extends a PEM BEGIN line (`begin`) over the key. With an END line in the body: up to the end of
+/// that line. Without one (a truncated paste): over the base64 up to the first blank line or
+/// non-PEM byte. `stop` caches the end of the PEM-byte run from an earlier call; runs never
+/// shrink, so the scan stays linear over all BEGIN lines of a text.
+pub(super) fn pem_block(b: &[u8], begin: Range<usize>, stop: &mut usize) -> Range<usize> {
+    if *stop < begin.end {
+        let mut i = begin.end;
+        while i < b.len() && is_pem_byte(b[i]) {
+            i += 1;
+        }
+        *stop = i;
+    }
+    let body = &b[begin.end..*stop];
+    let mut from = 0;
+    while let Some(off) = memchr::memmem::find(&body[from..], b"-----END ") {
+        let e = from + off + 9;
+        let line = &body[e..body.len().min(e + 64)];
+        if let Some(k) = memchr::memmem::find(line, b"PRIVATE KEY-----") {
+            if line[..k]
+                .iter()
+                .all(|&c| c.is_ascii_uppercase() || c.is_ascii_digit() || c == b' ')
+            {
+                return begin.start..begin.end + e + k + 16;
+            }
+        }
+        from = e;
+    }
+    // No END: the body ends at a blank line.
+    let mut end = body.len();
+    if let Some(blank) = memchr::memmem::find(body, b"\n\n") {
+        end = end.min(blank);
+    }
+    if let Some(blank) = memchr::memmem::find(body, b"\n\r\n") {
+        end = end.min(blank);
+    }
+    while end > 0 && body[end - 1].is_ascii_whitespace() {
+        end -= 1;
+    }
+    begin.start..begin.end + end
 }

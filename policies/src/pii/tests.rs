@@ -225,6 +225,13 @@ fn secrets_with_known_prefixes() {
     assert_one(&format!("here:\n{pem}\nthanks"), Entity::Secret, pem);
     let truncated = "-----BEGIN PRIVATE KEY-----\nMIIEvQIBADANBgkqhkiG9w0BAQEFAASC";
     assert_one(truncated, Entity::Secret, truncated);
+    assert_one(
+        &format!("{truncated}\n\nWhat is wrong with it?"),
+        Entity::Secret,
+        truncated,
+    );
+    let encrypted = "-----BEGIN RSA PRIVATE KEY-----\nProc-Type: 4,ENCRYPTED\nDEK-Info: AES-128-CBC,3F17F5316E2BAC89\n\nxY9z+/abc=\n-----END RSA PRIVATE KEY-----";
+    assert_one(&format!("{encrypted}."), Entity::Secret, encrypted);
 }
 
 #[test]
@@ -586,4 +593,13 @@ fn pathological_inputs_terminate() {
     assert!(p.scan(&dotted).is_empty());
     let multibyte = "é1-".repeat(5_000);
     let _ = p.scan(&multibyte);
+    // Rejections of unbounded candidates skip ahead instead of rescanning: these would take
+    // minutes if the work were quadratic.
+    assert!(p.scan(&"sk-".repeat(50_000)).is_empty());
+    assert!(p.scan(&format!("{}@b.co", ".".repeat(100_000))).is_empty());
+    assert!(p.scan(&format!("x{}", "-sk-a1".repeat(30_000))).is_empty());
+    let begins = "-----BEGIN PRIVATE KEY-----.".repeat(5_000);
+    assert_eq!(p.scan(&begins).len(), 5_000);
+    let pairs = "-----BEGIN PRIVATE KEY----- AAAA -----END PRIVATE KEY----- ".repeat(5_000);
+    assert_eq!(p.scan(&pairs).len(), 5_000);
 }
