@@ -73,13 +73,7 @@ pub fn parse_day(text: &str) -> Option<u64> {
     {
         return None;
     }
-    let y2 = if m <= 2 { y - 1 } else { y };
-    let era = y2 / 400;
-    let yoe = y2 - era * 400;
-    let mp = if m > 2 { m - 3 } else { m + 9 };
-    let doy = (153 * mp + 2) / 5 + d - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    Some(era * 146_097 + doe - 719_468)
+    Some(sluice_policies::limits::days_from_civil(y, m, d))
 }
 
 /// Also book usage in Redis when limits are shared, so `/admin/usage` on any replica sees every

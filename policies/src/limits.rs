@@ -246,8 +246,8 @@ fn civil_from_days(days: u64) -> (u64, u64, u64) {
     (if m <= 2 { y + 1 } else { y }, m, d)
 }
 
-/// Inverse of [`civil_from_days`].
-fn days_from_civil(y: u64, m: u64, d: u64) -> u64 {
+/// Days since 1970-01-01 of a (year ≥ 1970, month 1-12, day) civil date (UTC).
+pub fn days_from_civil(y: u64, m: u64, d: u64) -> u64 {
     let y = if m <= 2 { y - 1 } else { y };
     let era = y / 400;
     let yoe = y - era * 400;

@@ -27,12 +27,26 @@ fn sha256_hex(s: &str) -> String {
     hex::encode(Sha256::digest(s.as_bytes()))
 }
 
-/// The interpreter: `$SLUICE_PYTHON`, else `<workspace>/.cache/venv/bin/python`.
+/// The interpreter: `$SLUICE_PYTHON`, else `<workspace>/.cache/venv/bin/python`. A relative
+/// `SLUICE_PYTHON` (e.g. `.cache/venv/bin/python`) is relative to the workspace, not to the
+/// test's working directory (the crate folder). Missing → the test fails, never skips.
 fn python() -> PathBuf {
-    match std::env::var_os("SLUICE_PYTHON") {
+    let python = match std::env::var_os("SLUICE_PYTHON") {
         Some(p) if !p.is_empty() => PathBuf::from(p),
         _ => workspace_dir().join(".cache/venv/bin/python"),
-    }
+    };
+    let python = if python.is_relative() {
+        workspace_dir().join(python)
+    } else {
+        python
+    };
+    assert!(
+        python.exists(),
+        "Python interpreter {} not found: run `make deps` (scripts/install-deps.sh) to create \
+         .cache/venv with the openai SDK, or set SLUICE_PYTHON",
+        python.display()
+    );
+    python
 }
 
 fn config(upstream: &str) -> String {
@@ -53,19 +67,6 @@ keys:
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn openai_python_sdk_against_sluice() {
     let python = python();
-    // A relative SLUICE_PYTHON (e.g. `.cache/venv/bin/python`) is relative to the workspace,
-    // not to the test's working directory (the crate folder).
-    let python = if python.is_relative() {
-        workspace_dir().join(python)
-    } else {
-        python
-    };
-    assert!(
-        python.exists(),
-        "Python interpreter {} not found: run `make deps` (scripts/install-deps.sh) to create \
-         .cache/venv with the openai SDK, or set SLUICE_PYTHON",
-        python.display()
-    );
     let script = workspace_dir().join("tests/python/openai_sdk_check.py");
     assert!(script.exists(), "{} is missing", script.display());
 
@@ -196,16 +197,6 @@ async fn openai_python_sdk_against_sluice() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn openai_python_sdk_sees_restored_pii_pseudonyms() {
     let python = python();
-    let python = if python.is_relative() {
-        workspace_dir().join(python)
-    } else {
-        python
-    };
-    assert!(
-        python.exists(),
-        "Python interpreter {} not found: run `make deps`",
-        python.display()
-    );
     let fake = FakeLlm::start().await.expect("start fake upstream");
     let cfg = format!(
         r#"auth: {{ required: false }}
